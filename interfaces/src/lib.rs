@@ -1,0 +1,1 @@
+//! The TelAF API language (see the interfaces issue).

@@ -1,0 +1,1 @@
+//! telbus access decisions (see the policy issue); filled in by the policy work.
