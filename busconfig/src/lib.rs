@@ -1,0 +1,1 @@
+//! dbus-daemon XML configuration (busconfig): filled in by the configuration work.
