@@ -1,0 +1,335 @@
+//! One client connection: its socket, what it has sent that is not parsed yet, and what waits to
+//! be written to it.
+//!
+//! Reading and writing never block. The outgoing queue holds whole messages, shared with the
+//! other recipients of a broadcast; a flush writes as many of them as the socket takes in one
+//! `sendmsg`, so a busy peer costs one system call for many messages.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use rustix::io::Errno;
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags, recvmsg, sendmsg,
+};
+use zbus::Message;
+use zbus::wire::serialized::Data;
+
+/// Bytes to write: a message, or a SASL reply (no descriptors).
+pub type Outgoing = Data<'static, 'static>;
+
+/// How many messages one `sendmsg` carries at most.
+const MAX_BATCH: usize = 64;
+/// The most file descriptors one message may carry on Linux (SCM_MAX_FD).
+pub const MAX_FDS_PER_MESSAGE: usize = 253;
+/// Bytes read per `recvmsg` at least.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// What is waiting to be written to a peer.
+#[derive(Default)]
+pub struct OutQueue {
+    messages: VecDeque<Outgoing>,
+    /// Bytes of the front message already written.
+    written: usize,
+    /// Bytes in the queue not written yet, for max_outgoing_bytes.
+    pub bytes: usize,
+    /// File descriptors in the queue not written yet, for max_outgoing_unix_fds.
+    pub fds: usize,
+}
+
+impl OutQueue {
+    pub fn push(&mut self, msg: &Message) {
+        self.push_data(msg.data().clone());
+    }
+
+    pub fn push_data(&mut self, data: Outgoing) {
+        self.bytes += data.bytes().len();
+        self.fds += data.fds().len();
+        self.messages.push_back(data);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    /// Write what the socket takes. Returns `Ok(true)` when the queue is empty.
+    ///
+    /// A message that carries file descriptors always starts a `sendmsg` of its own, with the
+    /// descriptors attached: clients such as sd-bus take every descriptor that comes with a read
+    /// for the message that read starts.
+    pub fn flush(&mut self, fd: BorrowedFd<'_>) -> io::Result<bool> {
+        while !self.messages.is_empty() {
+            let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(MAX_BATCH.min(self.len()));
+            let mut fds: Vec<BorrowedFd<'_>> = Vec::new();
+            for (i, msg) in self.messages.iter().take(MAX_BATCH).enumerate() {
+                let msg_fds = msg.fds();
+                if !msg_fds.is_empty() {
+                    if i > 0 {
+                        break;
+                    }
+                    if self.written == 0 {
+                        fds.extend(msg_fds.iter().map(|f| f.as_fd()));
+                    }
+                }
+                let bytes = msg.bytes();
+                let start = if i == 0 { self.written } else { 0 };
+                slices.push(IoSlice::new(&bytes[start..]));
+            }
+            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MESSAGE))];
+            let mut control = SendAncillaryBuffer::new(&mut space);
+            if !fds.is_empty() {
+                control.push(SendAncillaryMessage::ScmRights(&fds));
+            }
+            let sent = match sendmsg(
+                fd,
+                &slices,
+                &mut control,
+                SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
+            ) {
+                Ok(n) => n,
+                Err(Errno::AGAIN) => return Ok(false),
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            drop(slices);
+            self.consume(sent);
+        }
+        Ok(true)
+    }
+
+    fn consume(&mut self, mut sent: usize) {
+        self.bytes -= sent;
+        while sent > 0 {
+            let front_len = self.messages[0].bytes().len() - self.written;
+            if sent >= front_len {
+                sent -= front_len;
+                let msg = self.messages.pop_front().expect("front exists");
+                self.fds -= msg.fds().len();
+                self.written = 0;
+            } else {
+                self.written += sent;
+                sent = 0;
+            }
+        }
+    }
+}
+
+/// Bytes read from a peer and not consumed yet, and the file descriptors that came with them.
+///
+/// The buffer stays initialised at its full length (`buf[start..end]` holds the data), so a read
+/// does not have to zero memory first.
+#[derive(Default)]
+pub struct InBuffer {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    pub fds: VecDeque<OwnedFd>,
+}
+
+/// The result of one read.
+pub enum ReadOutcome {
+    /// Some bytes (and maybe descriptors) arrived.
+    Data,
+    /// Nothing more to read for now.
+    WouldBlock,
+    /// The peer closed its end.
+    Closed,
+}
+
+impl InBuffer {
+    /// The bytes not consumed yet.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Memory held, for accounting.
+    pub fn capacity(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Give memory back once a large message went through.
+    pub fn shrink(&mut self) {
+        if self.start == self.end && self.buf.len() > 4 * READ_CHUNK {
+            self.buf = Vec::new();
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Read once from `fd`, making room for at least `want` more bytes.
+    pub fn read_from(&mut self, fd: BorrowedFd<'_>, want: usize) -> io::Result<ReadOutcome> {
+        let need = want.max(READ_CHUNK / 4);
+        if self.buf.len() - self.end < need {
+            // Move what is pending to the front, then grow if that is not enough.
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            if self.buf.len() - self.end < need {
+                let len = (self.end + need).max(READ_CHUNK);
+                self.buf.resize(len, 0);
+            }
+        }
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MESSAGE))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let result = loop {
+            let mut iov = [IoSliceMut::new(&mut self.buf[self.end..])];
+            match recvmsg(
+                fd,
+                &mut iov,
+                &mut control,
+                RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
+            ) {
+                Err(Errno::INTR) => continue,
+                other => break other,
+            }
+        };
+        let received = match result {
+            Ok(msg) => msg.bytes,
+            Err(Errno::AGAIN) => return Ok(ReadOutcome::WouldBlock),
+            Err(e) => return Err(e.into()),
+        };
+        self.end += received;
+        for message in control.drain() {
+            if let RecvAncillaryMessage::ScmRights(fds) = message {
+                self.fds.extend(fds);
+            }
+        }
+        if received == 0 {
+            return Ok(ReadOutcome::Closed);
+        }
+        Ok(ReadOutcome::Data)
+    }
+
+    /// Take the first `n` descriptors that arrived, if that many did.
+    pub fn take_fds(&mut self, n: usize) -> Option<Vec<OwnedFd>> {
+        (self.fds.len() >= n).then(|| self.fds.drain(..n).collect())
+    }
+}
+
+/// The raw descriptor, for epoll registrations and logs.
+pub fn raw(fd: &OwnedFd) -> i32 {
+    fd.as_raw_fd()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+
+    fn signal(n: u32) -> Message {
+        Message::signal("/a", "a.b", "C")
+            .unwrap()
+            .build(&(n,))
+            .unwrap()
+    }
+
+    #[test]
+    fn queued_messages_go_out_in_order() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let mut q = OutQueue::default();
+        let msgs: Vec<Message> = (1..=3).map(signal).collect();
+        let total: usize = msgs.iter().map(|m| m.data().len()).sum();
+        for m in &msgs {
+            q.push(m);
+        }
+        assert_eq!(q.bytes, total);
+        assert!(q.flush(a.as_fd()).unwrap());
+        assert_eq!(q.bytes, 0);
+        let mut got = vec![0; total];
+        b.read_exact(&mut got).unwrap();
+        let expected: Vec<u8> = msgs
+            .iter()
+            .flat_map(|m| m.data().bytes().to_vec())
+            .collect();
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn a_full_socket_keeps_the_rest_queued() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let mut q = OutQueue::default();
+        let big = Message::signal("/a", "a.b", "C")
+            .unwrap()
+            .build(&(vec![7u8; 1 << 20],))
+            .unwrap();
+        for _ in 0..4 {
+            q.push(&big);
+        }
+        assert!(!q.flush(a.as_fd()).unwrap());
+        assert!(q.bytes > 0 && q.bytes < 4 * big.data().len());
+        // Drain the reader while flushing until everything went through.
+        let mut received = 0;
+        let mut chunk = vec![0; 1 << 16];
+        while !q.flush(a.as_fd()).unwrap() {
+            received += b.read(&mut chunk).unwrap();
+        }
+        b.set_nonblocking(true).unwrap();
+        while let Ok(n) = b.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            received += n;
+        }
+        assert_eq!(received, 4 * big.data().len());
+    }
+
+    #[test]
+    fn reads_collect_bytes_and_descriptors() {
+        let (a, b) = UnixStream::pair().unwrap();
+        b.set_nonblocking(true).unwrap();
+        let (r, _w) = rustix::pipe::pipe().unwrap();
+        let msg = Message::signal("/a", "a.b", "C")
+            .unwrap()
+            .build(&())
+            .unwrap();
+        let mut fds = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = SendAncillaryBuffer::new(&mut fds);
+        let borrowed = [r.as_fd()];
+        control.push(SendAncillaryMessage::ScmRights(&borrowed));
+        sendmsg(
+            &a,
+            &[IoSlice::new(msg.data().bytes())],
+            &mut control,
+            SendFlags::empty(),
+        )
+        .unwrap();
+        let mut inbuf = InBuffer::default();
+        assert!(matches!(
+            inbuf.read_from(b.as_fd(), 0).unwrap(),
+            ReadOutcome::Data
+        ));
+        assert_eq!(inbuf.pending(), msg.data().bytes());
+        assert_eq!(inbuf.fds.len(), 1);
+        assert!(inbuf.take_fds(2).is_none());
+        assert_eq!(inbuf.take_fds(1).unwrap().len(), 1);
+        inbuf.consume(msg.data().len());
+        assert!(inbuf.pending().is_empty());
+        assert!(matches!(
+            inbuf.read_from(b.as_fd(), 0).unwrap(),
+            ReadOutcome::WouldBlock
+        ));
+        drop(a);
+        assert!(matches!(
+            inbuf.read_from(b.as_fd(), 0).unwrap(),
+            ReadOutcome::Closed
+        ));
+    }
+}

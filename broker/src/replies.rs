@@ -1,0 +1,186 @@
+//! The reply tracker: which method calls are waiting for a reply, so that only the callee can
+//! answer, only once, and so that callers learn when the callee goes away or takes too long.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Instant;
+
+use crate::ConnId;
+
+/// A call waiting for its reply: made by `caller` with `serial`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallKey {
+    pub caller: ConnId,
+    pub serial: u32,
+}
+
+struct Pending {
+    callee: ConnId,
+    deadline: Option<Instant>,
+}
+
+#[derive(Default)]
+pub struct ReplyTracker {
+    pending: HashMap<CallKey, Pending>,
+    /// Calls each callee owes a reply to, for its disconnect.
+    by_callee: HashMap<ConnId, Vec<CallKey>>,
+    /// Calls each caller waits on, for max_replies_per_connection and its disconnect.
+    by_caller: HashMap<ConnId, usize>,
+    /// Deadlines, earliest first.
+    deadlines: BTreeSet<(Instant, CallKey)>,
+}
+
+impl ReplyTracker {
+    /// How many replies `caller` is waiting for.
+    pub fn waiting(&self, caller: ConnId) -> usize {
+        self.by_caller.get(&caller).copied().unwrap_or(0)
+    }
+
+    pub fn total(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn expect(&mut self, key: CallKey, callee: ConnId, deadline: Option<Instant>) {
+        if let Some(old) = self.pending.insert(key, Pending { callee, deadline }) {
+            // A caller reused a serial while its first call is still pending: the new call
+            // replaces it, as in dbus-daemon.
+            self.unlink(key, &old);
+        }
+        self.by_callee.entry(callee).or_default().push(key);
+        *self.by_caller.entry(key.caller).or_default() += 1;
+        if let Some(at) = deadline {
+            self.deadlines.insert((at, key));
+        }
+    }
+
+    fn unlink(&mut self, key: CallKey, pending: &Pending) {
+        if let Some(list) = self.by_callee.get_mut(&pending.callee) {
+            if let Some(pos) = list.iter().position(|k| *k == key) {
+                list.swap_remove(pos);
+            }
+            if list.is_empty() {
+                self.by_callee.remove(&pending.callee);
+            }
+        }
+        if let Some(n) = self.by_caller.get_mut(&key.caller) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_caller.remove(&key.caller);
+            }
+        }
+        if let Some(at) = pending.deadline {
+            self.deadlines.remove(&(at, key));
+        }
+    }
+
+    /// A reply from `callee` to `key`: true (and forgotten) if it was expected from that callee.
+    pub fn take(&mut self, key: CallKey, callee: ConnId) -> bool {
+        match self.pending.get(&key) {
+            Some(p) if p.callee == callee => {
+                let p = self.pending.remove(&key).expect("present");
+                self.unlink(key, &p);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Is `key` a call waiting on `callee`? (For policy's requested_reply.)
+    pub fn is_expected(&self, key: CallKey, callee: ConnId) -> bool {
+        self.pending.get(&key).is_some_and(|p| p.callee == callee)
+    }
+
+    /// The earliest deadline, for the event loop's timeout.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.first().map(|(at, _)| *at)
+    }
+
+    /// Calls whose deadline passed, forgotten; each gets a NoReply error.
+    pub fn expire(&mut self, now: Instant) -> Vec<CallKey> {
+        let mut expired = Vec::new();
+        while let Some(&(at, key)) = self.deadlines.first() {
+            if at > now {
+                break;
+            }
+            let p = self.pending.remove(&key).expect("deadline of a pending call");
+            self.unlink(key, &p);
+            expired.push(key);
+        }
+        expired
+    }
+
+    /// A connection went away: calls it owed replies to (their callers get NoReply), and calls
+    /// it was waiting on are forgotten.
+    pub fn remove_connection(&mut self, conn: ConnId) -> Vec<CallKey> {
+        let owed = self.by_callee.remove(&conn).unwrap_or_default();
+        for key in &owed {
+            if let Some(p) = self.pending.remove(key) {
+                self.unlink(*key, &p);
+            }
+        }
+        if self.by_caller.contains_key(&conn) {
+            let mine: Vec<CallKey> = self
+                .pending
+                .keys()
+                .filter(|k| k.caller == conn)
+                .copied()
+                .collect();
+            for key in mine {
+                let p = self.pending.remove(&key).expect("present");
+                self.unlink(key, &p);
+            }
+        }
+        owed.into_iter().filter(|k| k.caller != conn).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn key(caller: ConnId, serial: u32) -> CallKey {
+        CallKey { caller, serial }
+    }
+
+    #[test]
+    fn only_the_callee_answers_and_only_once() {
+        let mut t = ReplyTracker::default();
+        t.expect(key(1, 5), 2, None);
+        assert_eq!(t.waiting(1), 1);
+        assert!(!t.take(key(1, 5), 3));
+        assert!(t.take(key(1, 5), 2));
+        assert!(!t.take(key(1, 5), 2));
+        assert_eq!(t.waiting(1), 0);
+        assert_eq!(t.total(), 0);
+    }
+
+    #[test]
+    fn a_callee_that_leaves_owes_no_replies() {
+        let mut t = ReplyTracker::default();
+        t.expect(key(1, 5), 2, None);
+        t.expect(key(3, 9), 2, None);
+        t.expect(key(2, 1), 1, None);
+        let mut owed = t.remove_connection(2);
+        owed.sort();
+        assert_eq!(owed, vec![key(1, 5), key(3, 9)]);
+        assert_eq!(t.total(), 0);
+        assert_eq!(t.waiting(1), 0);
+    }
+
+    #[test]
+    fn deadlines_expire_in_order() {
+        let mut t = ReplyTracker::default();
+        let now = Instant::now();
+        t.expect(key(1, 1), 2, Some(now + Duration::from_secs(2)));
+        t.expect(key(1, 2), 2, Some(now + Duration::from_secs(1)));
+        t.expect(key(1, 3), 2, None);
+        assert_eq!(t.next_deadline(), Some(now + Duration::from_secs(1)));
+        assert_eq!(t.expire(now), vec![]);
+        assert_eq!(
+            t.expire(now + Duration::from_secs(3)),
+            vec![key(1, 2), key(1, 1)]
+        );
+        assert_eq!(t.total(), 1);
+        assert!(t.next_deadline().is_none());
+    }
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Every test of telbus, from a fresh Debian machine with Rust: installs what the tests need,
+# builds once (release: the tests, the reference suite and the benchmark share that build),
+# runs the unit and end-to-end tests, then dbus's own test suite against telbusd and
+# dbus-daemon side by side.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests drive: real clients, the reference daemon and its test suite.
+packages=()
+need() { command -v "$1" >/dev/null 2>&1 || packages+=("$2"); }
+need dbus-daemon dbus-daemon
+need dbus-send dbus-bin
+need busctl systemd
+need gdbus libglib2.0-bin
+need xmllint libxml2-utils
+[ -x /usr/lib/dbus-1.0/installed-tests/dbus/test-dbus-daemon ] || packages+=(dbus-tests)
+if [ ${#packages[@]} -gt 0 ]; then
+    echo "installing: ${packages[*]}"
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+fi
+
+export CARGO_TERM_COLOR=never
+cargo build --release --workspace --all-targets -j2
+cargo test --release --workspace -j2
+cargo run --release -q -p telbus-dbus-tests --bin reference-suite
