@@ -92,12 +92,7 @@ impl NameRegistry {
     }
 
     /// RequestName, once the name and the caller's right to own it were checked.
-    pub fn request(
-        &mut self,
-        name: &str,
-        conn: ConnId,
-        flags: u32,
-    ) -> (u32, Option<OwnerChange>) {
+    pub fn request(&mut self, name: &str, conn: ConnId, flags: u32) -> (u32, Option<OwnerChange>) {
         let was_queued = self.is_queued(name, conn);
         let entry = self.names.entry(name.to_string()).or_default();
         let claim = Claim { conn, flags };
@@ -115,8 +110,7 @@ impl NameRegistry {
             entry.queue[0].flags = flags;
             return (ALREADY_OWNER, None);
         }
-        let replace =
-            flags & REPLACE_EXISTING != 0 && primary.flags & ALLOW_REPLACEMENT != 0;
+        let replace = flags & REPLACE_EXISTING != 0 && primary.flags & ALLOW_REPLACEMENT != 0;
         if replace {
             entry.queue.retain(|c| c.conn != conn);
             entry.queue.pop_front();

@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use rustix::io::Errno;
 use rustix::net::{
@@ -82,7 +82,8 @@ impl OutQueue {
                 let start = if i == 0 { self.written } else { 0 };
                 slices.push(IoSlice::new(&bytes[start..]));
             }
-            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MESSAGE))];
+            let mut space =
+                [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MESSAGE))];
             let mut control = SendAncillaryBuffer::new(&mut space);
             if !fds.is_empty() {
                 control.push(SendAncillaryMessage::ScmRights(&fds));
@@ -184,7 +185,8 @@ impl InBuffer {
                 self.buf.resize(len, 0);
             }
         }
-        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MESSAGE))];
+        let mut space =
+            [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MESSAGE))];
         let mut control = RecvAncillaryBuffer::new(&mut space);
         let result = loop {
             let mut iov = [IoSliceMut::new(&mut self.buf[self.end..])];
@@ -214,16 +216,6 @@ impl InBuffer {
         }
         Ok(ReadOutcome::Data)
     }
-
-    /// Take the first `n` descriptors that arrived, if that many did.
-    pub fn take_fds(&mut self, n: usize) -> Option<Vec<OwnedFd>> {
-        (self.fds.len() >= n).then(|| self.fds.drain(..n).collect())
-    }
-}
-
-/// The raw descriptor, for epoll registrations and logs.
-pub fn raw(fd: &OwnedFd) -> i32 {
-    fd.as_raw_fd()
 }
 
 #[cfg(test)]
@@ -233,10 +225,7 @@ mod tests {
     use std::os::unix::net::UnixStream;
 
     fn signal(n: u32) -> Message {
-        Message::signal("/a", "a.b", "C")
-            .unwrap()
-            .build(&(n,))
-            .unwrap()
+        Message::signal("/a", "a.b", "C").build(&(n,)).unwrap()
     }
 
     #[test]
@@ -267,7 +256,6 @@ mod tests {
         a.set_nonblocking(true).unwrap();
         let mut q = OutQueue::default();
         let big = Message::signal("/a", "a.b", "C")
-            .unwrap()
             .build(&(vec![7u8; 1 << 20],))
             .unwrap();
         for _ in 0..4 {
@@ -296,10 +284,7 @@ mod tests {
         let (a, b) = UnixStream::pair().unwrap();
         b.set_nonblocking(true).unwrap();
         let (r, _w) = rustix::pipe::pipe().unwrap();
-        let msg = Message::signal("/a", "a.b", "C")
-            .unwrap()
-            .build(&())
-            .unwrap();
+        let msg = Message::signal("/a", "a.b", "C").build(&()).unwrap();
         let mut fds = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
         let mut control = SendAncillaryBuffer::new(&mut fds);
         let borrowed = [r.as_fd()];
@@ -318,8 +303,7 @@ mod tests {
         ));
         assert_eq!(inbuf.pending(), msg.data().bytes());
         assert_eq!(inbuf.fds.len(), 1);
-        assert!(inbuf.take_fds(2).is_none());
-        assert_eq!(inbuf.take_fds(1).unwrap().len(), 1);
+        assert_eq!(inbuf.fds.drain(..).count(), 1);
         inbuf.consume(msg.data().len());
         assert!(inbuf.pending().is_empty());
         assert!(matches!(

@@ -35,6 +35,7 @@ impl ReplyTracker {
         self.by_caller.get(&caller).copied().unwrap_or(0)
     }
 
+    #[cfg(test)]
     pub fn total(&self) -> usize {
         self.pending.len()
     }
@@ -84,11 +85,6 @@ impl ReplyTracker {
         }
     }
 
-    /// Is `key` a call waiting on `callee`? (For policy's requested_reply.)
-    pub fn is_expected(&self, key: CallKey, callee: ConnId) -> bool {
-        self.pending.get(&key).is_some_and(|p| p.callee == callee)
-    }
-
     /// The earliest deadline, for the event loop's timeout.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.deadlines.first().map(|(at, _)| *at)
@@ -101,7 +97,10 @@ impl ReplyTracker {
             if at > now {
                 break;
             }
-            let p = self.pending.remove(&key).expect("deadline of a pending call");
+            let p = self
+                .pending
+                .remove(&key)
+                .expect("deadline of a pending call");
             self.unlink(key, &p);
             expired.push(key);
         }

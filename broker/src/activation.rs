@@ -1,0 +1,591 @@
+//! Service activation: starting a service when a message is sent to its name, from the
+//! `.service` files of the configured service directories, as dbus-daemon does.
+//!
+//! The bus spawns the service's `Exec` line itself (as its `User` when the bus runs as root,
+//! in place of dbus-daemon's setuid launch helper), or, with `--systemd-activation` and a
+//! `SystemdService=` key, asks systemd through `org.freedesktop.systemd1.Activator`. Messages
+//! for the name wait until it is owned; the service failing or timing out fails them with
+//! dbus-daemon's errors.
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rustix::event::epoll;
+use tracing::{info, warn};
+use zbus::Message;
+
+use crate::ConnId;
+use crate::bus::{Bus, DRIVER, unique_name};
+use crate::driver::{DriverError, LIMITS_EXCEEDED, SERVICE_UNKNOWN};
+use crate::wire::Route;
+
+/// StartServiceByName replies.
+const START_SUCCESS: u32 = 1;
+const ALREADY_RUNNING: u32 = 2;
+
+/// Epoll tokens of the children the bus started: this base plus the pid.
+pub const TOKEN_CHILD_BASE: u64 = u64::MAX - (1 << 33);
+
+/// What a `.service` file says.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceEntry {
+    pub name: String,
+    pub exec: Option<String>,
+    pub user: Option<String>,
+    pub systemd_service: Option<String>,
+    pub apparmor_label: Option<String>,
+    pub file: PathBuf,
+}
+
+/// Parse a `.service` file: the `[D-BUS Service]` group of a desktop-entry style key file.
+///
+/// Written by hand: the format is a small subset of the desktop entry specification (groups,
+/// `key=value`, `#` comments), smaller than any crate that parses the whole of it.
+pub fn parse_service_file(text: &str, file: &Path) -> Result<ServiceEntry, String> {
+    let mut group = None;
+    let mut keys: HashMap<String, String> = HashMap::new();
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[') {
+            let name = name
+                .strip_suffix(']')
+                .ok_or_else(|| format!("{}:{}: unterminated group name", file.display(), n + 1))?;
+            group = Some(name.to_string());
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(format!(
+                "{}:{}: expected key=value, found {line:?}",
+                file.display(),
+                n + 1
+            ));
+        };
+        if group.as_deref() == Some("D-BUS Service") {
+            let key = key.trim();
+            if keys.contains_key(key) {
+                return Err(format!("{}:{}: duplicate key {key}", file.display(), n + 1));
+            }
+            keys.insert(key.to_string(), value.trim().to_string());
+        }
+    }
+    let name = keys
+        .remove("Name")
+        .ok_or_else(|| format!("{}: no Name in [D-BUS Service]", file.display()))?;
+    if zbus::names::WellKnownName::try_from(name.as_str()).is_err() {
+        return Err(format!(
+            "{}: Name {name:?} is not a valid bus name",
+            file.display()
+        ));
+    }
+    let exec = keys.remove("Exec");
+    let systemd_service = keys.remove("SystemdService");
+    if exec.is_none() && systemd_service.is_none() {
+        return Err(format!(
+            "{}: neither Exec nor SystemdService",
+            file.display()
+        ));
+    }
+    Ok(ServiceEntry {
+        name,
+        exec,
+        user: keys.remove("User"),
+        systemd_service,
+        apparmor_label: keys.remove("AssumedAppArmorLabel"),
+        file: file.to_path_buf(),
+    })
+}
+
+/// Read every `.service` file of `dirs`, earlier directories first (they win).
+pub fn scan(dirs: &[PathBuf], system_bus: bool) -> HashMap<String, ServiceEntry> {
+    let mut entries: HashMap<String, ServiceEntry> = HashMap::new();
+    for dir in dirs {
+        let Ok(read) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        let mut files: Vec<PathBuf> = read
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "service"))
+            .collect();
+        files.sort();
+        for file in files {
+            let Ok(text) = std::fs::read_to_string(&file) else {
+                continue;
+            };
+            match parse_service_file(&text, &file) {
+                Ok(entry) => {
+                    // On the system bus a file must be named after its service.
+                    let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+                    if system_bus && stem != entry.name {
+                        warn!(
+                            "ignoring {}: on the system bus it must be named {}.service",
+                            file.display(),
+                            entry.name
+                        );
+                        continue;
+                    }
+                    entries.entry(entry.name.clone()).or_insert(entry);
+                }
+                Err(e) => warn!("ignoring service file: {e}"),
+            }
+        }
+    }
+    entries
+}
+
+/// A service being started, and what waits for it.
+struct Pending {
+    entry: ServiceEntry,
+    /// Messages sent to the name, with their senders.
+    messages: Vec<(ConnId, Message)>,
+    /// StartServiceByName calls to answer.
+    start_calls: Vec<(ConnId, Message)>,
+    deadline: Instant,
+    pid: Option<u32>,
+}
+
+/// Activation state of the bus.
+#[derive(Default)]
+pub struct Activation {
+    pub entries: HashMap<String, ServiceEntry>,
+    pending: HashMap<String, Pending>,
+    children: HashMap<u32, OwnedFd>,
+    /// Variables set with UpdateActivationEnvironment.
+    pub env: HashMap<String, String>,
+}
+
+impl Activation {
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.pending.values().map(|p| p.deadline).min()
+    }
+}
+
+impl Bus {
+    fn system_bus(&self) -> bool {
+        self.config.bus_type.as_deref() == Some("system")
+    }
+
+    /// Read the service directories again (start-up, ReloadConfig, SIGHUP); tell clients when
+    /// the set of activatable names changed.
+    pub fn rescan_services(&mut self) {
+        let dirs: Vec<PathBuf> = self
+            .config
+            .servicedirs
+            .iter()
+            .map(|d| d.path.clone())
+            .collect();
+        let entries = scan(&dirs, self.system_bus());
+        let changed = entries != self.activation.entries;
+        self.activation.entries = entries;
+        if changed && self.started.elapsed().as_millis() > 0 {
+            match Message::signal(
+                crate::driver::PATH,
+                "org.freedesktop.DBus",
+                "ActivatableServicesChanged",
+            )
+            .sender(DRIVER)
+            .build(&())
+            {
+                Ok(msg) => self.broadcast_from_driver(msg),
+                Err(e) => warn!("cannot build ActivatableServicesChanged: {e}"),
+            }
+        }
+    }
+
+    pub fn is_activatable(&self, name: &str) -> bool {
+        self.activation.entries.contains_key(name)
+    }
+
+    pub fn list_activatable_names(&self) -> Vec<String> {
+        let mut names = vec![DRIVER.to_string()];
+        let mut rest: Vec<String> = self.activation.entries.keys().cloned().collect();
+        rest.sort();
+        names.extend(rest);
+        names
+    }
+
+    /// A method call to an activatable name nobody owns: start the service, deliver later.
+    pub fn activate_for(&mut self, from: ConnId, msg: Message, name: &str) {
+        if let Err(e) = self.start(name) {
+            self.send_error(from, &msg.header(), e.name, &e.text);
+            return;
+        }
+        if let Some(p) = self.activation.pending.get_mut(name) {
+            p.messages.push((from, msg));
+        }
+    }
+
+    /// StartServiceByName: Some(reply code) now, or None when the reply waits for the service.
+    pub fn start_service_by_name(
+        &mut self,
+        from: ConnId,
+        call: &Message,
+        name: &str,
+    ) -> Result<Option<u32>, DriverError> {
+        if self.resolve(name).is_some() {
+            return Ok(Some(ALREADY_RUNNING));
+        }
+        if !self.is_activatable(name) {
+            return Err(DriverError {
+                name: SERVICE_UNKNOWN,
+                text: format!("The name {name} was not provided by any .service files"),
+            });
+        }
+        self.start(name)?;
+        if let Some(p) = self.activation.pending.get_mut(name) {
+            p.start_calls.push((from, call.clone()));
+        }
+        Ok(None)
+    }
+
+    /// Start `name`'s service unless it is already starting.
+    fn start(&mut self, name: &str) -> Result<(), DriverError> {
+        if self.activation.pending.contains_key(name) {
+            return Ok(());
+        }
+        let limit = self.config.limits.max_pending_service_starts;
+        if self.activation.pending.len() as u64 >= limit {
+            return Err(DriverError {
+                name: LIMITS_EXCEEDED,
+                text: format!(
+                    "The maximum number of pending activations has been reached, activation of {name} failed (max_pending_service_starts={limit})"
+                ),
+            });
+        }
+        let entry = self
+            .activation
+            .entries
+            .get(name)
+            .cloned()
+            .ok_or_else(|| DriverError {
+                name: SERVICE_UNKNOWN,
+                text: format!("The name {name} was not provided by any .service files"),
+            })?;
+        let deadline = Instant::now() + self.config.limits.service_start_timeout;
+        let mut pending = Pending {
+            entry: entry.clone(),
+            messages: Vec::new(),
+            start_calls: Vec::new(),
+            deadline,
+            pid: None,
+        };
+        if self.systemd_activation && entry.systemd_service.is_some() {
+            self.ask_systemd(&entry);
+        } else if let Some(exec) = &entry.exec {
+            pending.pid = Some(self.spawn(&entry, exec)?);
+        } else {
+            return Err(DriverError {
+                name: "org.freedesktop.DBus.Error.Spawn.FileInvalid",
+                text: format!(
+                    "Cannot activate {name}: {} has no Exec and systemd activation is off",
+                    entry.file.display()
+                ),
+            });
+        }
+        info!(
+            "activating service name='{name}' (file {})",
+            entry.file.display()
+        );
+        self.activation.pending.insert(name.to_string(), pending);
+        Ok(())
+    }
+
+    fn spawn(&mut self, entry: &ServiceEntry, exec: &str) -> Result<u32, DriverError> {
+        let argv = shlex::split(exec)
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| DriverError {
+                name: "org.freedesktop.DBus.Error.Spawn.FileInvalid",
+                text: format!(
+                    "Exec line of {} cannot be parsed: {exec}",
+                    entry.file.display()
+                ),
+            })?;
+        let mut command = std::process::Command::new(&argv[0]);
+        command.args(&argv[1..]).stdin(std::process::Stdio::null());
+        let bus_type = if self.system_bus() {
+            "system"
+        } else {
+            "session"
+        };
+        command.env("DBUS_STARTER_ADDRESS", &self.address);
+        command.env("DBUS_STARTER_BUS_TYPE", bus_type);
+        if self.system_bus() {
+            command.env("DBUS_SYSTEM_BUS_ADDRESS", &self.address);
+        } else {
+            command.env("DBUS_SESSION_BUS_ADDRESS", &self.address);
+        }
+        command.envs(&self.activation.env);
+        if let Some(user) = &entry.user {
+            if rustix::process::getuid().is_root() {
+                let (uid, gid) = crate::daemon::lookup_user(user).map_err(|text| DriverError {
+                    name: "org.freedesktop.DBus.Error.Spawn.PermissionsInvalid",
+                    text,
+                })?;
+                use std::os::unix::process::CommandExt;
+                command.uid(uid).gid(gid);
+            }
+        }
+        let child = command.spawn().map_err(|e| DriverError {
+            name: "org.freedesktop.DBus.Error.Spawn.ExecFailed",
+            text: format!("Failed to execute program {}: {e}", argv[0]),
+        })?;
+        let pid = child.id();
+        // The child is reaped through its pidfd; std's handle is not needed.
+        drop(child);
+        let pidfd = rustix::process::pidfd_open(
+            rustix::process::Pid::from_raw(pid as i32).expect("a child has a pid"),
+            rustix::process::PidfdFlags::empty(),
+        )
+        .map_err(|e| DriverError {
+            name: "org.freedesktop.DBus.Error.Spawn.Failed",
+            text: format!("cannot watch the service process: {e}"),
+        })?;
+        if let Err(e) = epoll::add(
+            &self.epoll,
+            &pidfd,
+            epoll::EventData::new_u64(TOKEN_CHILD_BASE + pid as u64),
+            epoll::EventFlags::IN,
+        ) {
+            warn!("cannot watch process {pid}: {e}");
+        }
+        self.activation.children.insert(pid, pidfd);
+        Ok(pid)
+    }
+
+    /// Ask systemd to start the unit (test-sd-activation shows the protocol).
+    fn ask_systemd(&mut self, entry: &ServiceEntry) {
+        let unit = entry.systemd_service.clone().unwrap_or_default();
+        let Some(systemd) = self.resolve_conn("org.freedesktop.systemd1") else {
+            warn!(
+                "cannot activate {} through systemd: org.freedesktop.systemd1 is not on the bus",
+                entry.name
+            );
+            return;
+        };
+        match Message::signal(
+            crate::driver::PATH,
+            "org.freedesktop.systemd1.Activator",
+            "ActivationRequest",
+        )
+        .sender(DRIVER)
+        .destination("org.freedesktop.systemd1")
+        .build(&(unit.as_str(),))
+        {
+            Ok(msg) => self.deliver_from_driver(systemd, msg),
+            Err(e) => warn!("cannot build ActivationRequest: {e}"),
+        }
+    }
+
+    /// systemd says a unit failed to start (ActivationFailure from org.freedesktop.systemd1).
+    pub fn systemd_activation_failed(&mut self, from: ConnId, msg: &Message) {
+        if self.resolve_conn("org.freedesktop.systemd1") != Some(from) {
+            warn!(
+                "ignoring a forged ActivationFailure from {}",
+                unique_name(from)
+            );
+            return;
+        }
+        let Ok((unit, error_name, text)) = msg.body().deserialize::<(String, String, String)>()
+        else {
+            return;
+        };
+        let names: Vec<String> = self
+            .activation
+            .pending
+            .iter()
+            .filter(|(_, p)| p.entry.systemd_service.as_deref() == Some(unit.as_str()))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in names {
+            self.fail_activation(
+                &name,
+                "org.freedesktop.systemd1.UnitFailed",
+                &format!("{error_name}: {text}"),
+            );
+        }
+    }
+
+    /// A service process ended (its pidfd became readable).
+    pub fn child_exited(&mut self, pid: u32) {
+        let Some(pidfd) = self.activation.children.remove(&pid) else {
+            return;
+        };
+        let _ = epoll::delete(&self.epoll, &pidfd);
+        let status = rustix::process::waitid(
+            rustix::process::WaitId::PidFd(std::os::fd::AsFd::as_fd(&pidfd)),
+            rustix::process::WaitIdOptions::EXITED,
+        );
+        let Some(name) = self
+            .activation
+            .pending
+            .iter()
+            .find(|(_, p)| p.pid == Some(pid))
+            .map(|(n, _)| n.clone())
+        else {
+            return;
+        };
+        let Ok(Some(status)) = status else {
+            return;
+        };
+        let exec = self.activation.pending[&name]
+            .entry
+            .exec
+            .clone()
+            .unwrap_or_default();
+        let program = exec
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        if let Some(signal) = status.terminating_signal() {
+            self.fail_activation(
+                &name,
+                "org.freedesktop.DBus.Error.Spawn.ChildSignaled",
+                &format!("Process {program} received signal {signal}"),
+            );
+        } else if let Some(code) = status.exit_status() {
+            if code != 0 {
+                self.fail_activation(
+                    &name,
+                    "org.freedesktop.DBus.Error.Spawn.ChildExited",
+                    &format!("Process {program} exited with status {code}"),
+                );
+            }
+            // Exiting with 0 before taking the name is not a failure in itself: the
+            // activation then ends at its timeout, as in dbus-daemon.
+        }
+    }
+
+    fn fail_activation(&mut self, name: &str, error: &str, text: &str) {
+        let Some(p) = self.activation.pending.remove(name) else {
+            return;
+        };
+        info!("activated service '{name}' failed: {text}");
+        for (from, msg) in p.messages.iter().chain(p.start_calls.iter()) {
+            self.send_error(*from, &msg.header(), error, text);
+        }
+    }
+
+    /// Pending activations whose service_start_timeout passed.
+    pub fn expire_activations(&mut self, now: Instant) {
+        let late: Vec<String> = self
+            .activation
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(n, _)| n.clone())
+            .collect();
+        let timeout = self.config.limits.service_start_timeout.as_millis();
+        for name in late {
+            let text = format!(
+                "Failed to activate service '{name}': timed out (service_start_timeout={timeout}ms)"
+            );
+            warn!("{text}");
+            self.fail_activation(&name, "org.freedesktop.DBus.Error.TimedOut", &text);
+        }
+    }
+
+    pub fn update_activation_environment(
+        &mut self,
+        env: HashMap<String, String>,
+    ) -> Result<(), DriverError> {
+        for (key, value) in env {
+            self.activation.env.insert(key, value);
+        }
+        Ok(())
+    }
+
+    /// A name just got a primary owner: the messages waiting for its activation go now.
+    pub fn name_acquired_by_activation(&mut self, name: &str) {
+        let Some(p) = self.activation.pending.remove(name) else {
+            return;
+        };
+        let Some(owner) = self.resolve_conn(name) else {
+            return;
+        };
+        info!("successfully activated service '{name}'");
+        for (from, call) in p.start_calls {
+            match Message::method_return(&call.header())
+                .sender(DRIVER)
+                .build(&(START_SUCCESS,))
+            {
+                Ok(reply) => self.deliver_from_driver(from, reply),
+                Err(e) => warn!("cannot build StartServiceByName reply: {e}"),
+            }
+        }
+        for (from, msg) in p.messages {
+            if self.peers.contains_key(&from) {
+                let header = msg.header();
+                let route = Route::of(&header);
+                self.deliver_unicast(from, owner, &msg, &route);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_files_parse() {
+        let text = "# comment\n[D-BUS Service]\nName=org.example.Svc\nExec=/usr/bin/svc --flag 'a b'\nUser=nobody\nSystemdService=svc.service\n\n[Other]\nName=ignored\n";
+        let e = parse_service_file(text, Path::new("/x/org.example.Svc.service")).unwrap();
+        assert_eq!(e.name, "org.example.Svc");
+        assert_eq!(e.exec.as_deref(), Some("/usr/bin/svc --flag 'a b'"));
+        assert_eq!(e.user.as_deref(), Some("nobody"));
+        assert_eq!(e.systemd_service.as_deref(), Some("svc.service"));
+    }
+
+    #[test]
+    fn bad_service_files_are_refused() {
+        let p = Path::new("/x/a.service");
+        assert!(parse_service_file("[D-BUS Service]\nExec=/bin/true\n", p).is_err());
+        assert!(parse_service_file("[D-BUS Service]\nName=org.a\n", p).is_err());
+        assert!(parse_service_file("[D-BUS Service]\nName=not a name\nExec=x\n", p).is_err());
+        assert!(
+            parse_service_file("[D-BUS Service]\nName=org.a\nName=org.b\nExec=x\n", p).is_err()
+        );
+        assert!(parse_service_file("[D-BUS Service\nName=org.a\n", p).is_err());
+        assert!(parse_service_file("[D-BUS Service]\njunk\n", p).is_err());
+    }
+
+    #[test]
+    fn the_installed_test_service_files_parse() {
+        let dir = Path::new("/usr/lib/dbus-1.0/installed-tests/dbus/data/valid-service-files");
+        if !dir.exists() {
+            eprintln!("skipped: {} is not installed", dir.display());
+            return;
+        }
+        let found = scan(&[dir.to_path_buf()], false);
+        assert!(!found.is_empty());
+        for (name, entry) in &found {
+            assert_eq!(name, &entry.name);
+        }
+    }
+
+    #[test]
+    fn earlier_directories_win() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        std::fs::write(
+            a.path().join("x.service"),
+            "[D-BUS Service]\nName=org.x\nExec=/bin/first\n",
+        )
+        .unwrap();
+        std::fs::write(
+            b.path().join("x.service"),
+            "[D-BUS Service]\nName=org.x\nExec=/bin/second\n",
+        )
+        .unwrap();
+        let found = scan(&[a.path().to_path_buf(), b.path().to_path_buf()], false);
+        assert_eq!(found["org.x"].exec.as_deref(), Some("/bin/first"));
+        // On the system bus the file must carry the service's name.
+        assert!(scan(&[a.path().to_path_buf()], true).is_empty());
+    }
+}

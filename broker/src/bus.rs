@@ -1,0 +1,658 @@
+//! The bus: every connection, the registries, and the event loop that drives them.
+//!
+//! One thread, one epoll set, edge-triggered: a peer that became readable is read until the
+//! socket is empty or it used its share of the loop (then it waits for the next turn), and
+//! every peer that got messages is flushed once per turn, so that many messages to one peer
+//! go out in one `sendmsg`. Nothing blocks; a peer that does not read has its messages
+//! wait in its own bounded queue.
+
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustix::event::epoll;
+use telbus_broker::auth::{AuthConfig, Identity, Sasl};
+use telbus_broker::match_rule::MatchIndex;
+use telbus_broker::transport::{Listener, PeerCredentials};
+use telbus_busconfig::BusConfig;
+use tracing::{debug, info, warn};
+use zbus::Message;
+
+use crate::ConnId;
+use crate::names::NameRegistry;
+use crate::peer::{InBuffer, OutQueue, ReadOutcome};
+use crate::replies::ReplyTracker;
+use crate::wire::{self, WireError};
+
+/// Messages read from one peer before the others get their turn.
+const READ_BUDGET: usize = 128;
+
+/// Epoll tokens of things that are not peers.
+const TOKEN_SIGNAL: u64 = u64::MAX;
+const TOKEN_LISTENER_BASE: u64 = u64::MAX - 1024;
+
+/// The bus driver's own name.
+pub const DRIVER: &str = "org.freedesktop.DBus";
+
+/// Where a connection is in its life.
+pub enum Phase {
+    /// SASL exchange in progress.
+    Auth(Box<Sasl>),
+    /// Authenticated; its first message must be Hello.
+    Unregistered,
+    /// Registered with a unique name.
+    Active,
+    /// Became a monitor: receives copies, may not send.
+    Monitor,
+}
+
+/// Counters per connection, for Debug.Stats and logs.
+#[derive(Default, Clone, Copy)]
+pub struct PeerStats {
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub peak_out_bytes: usize,
+    pub peak_out_fds: usize,
+    pub peak_match_rules: usize,
+    pub peak_names: usize,
+}
+
+pub struct Peer {
+    pub id: ConnId,
+    pub fd: OwnedFd,
+    pub phase: Phase,
+    pub creds: PeerCredentials,
+    pub unix_fds: bool,
+    pub inbuf: InBuffer,
+    pub out: OutQueue,
+    pub auth_deadline: Option<Instant>,
+    /// The socket may have more to read (edge-triggered readiness not consumed yet).
+    pub readable: bool,
+    pub stats: PeerStats,
+}
+
+impl Peer {
+    pub fn unique_name(&self) -> String {
+        unique_name(self.id)
+    }
+
+    pub fn is_active(&self) -> bool {
+        matches!(self.phase, Phase::Active)
+    }
+
+    /// `uid=… pid=…` for logs.
+    pub fn loginfo(&self) -> String {
+        let fmt = |v: Option<u32>| v.map_or("?".to_string(), |v| v.to_string());
+        format!("uid={} pid={}", fmt(self.creds.uid), fmt(self.creds.pid))
+    }
+}
+
+pub fn unique_name(id: ConnId) -> String {
+    format!(":1.{id}")
+}
+
+/// The connection a unique name stands for, if it is one of ours.
+pub fn conn_of_unique(name: &str) -> Option<ConnId> {
+    name.strip_prefix(":1.")?.parse().ok()
+}
+
+pub struct Bus {
+    pub epoll: OwnedFd,
+    pub listeners: Vec<Listener>,
+    pub peers: HashMap<ConnId, Peer>,
+    pub names: NameRegistry,
+    pub matches: MatchIndex<ConnId>,
+    pub replies: ReplyTracker,
+    pub config: Arc<BusConfig>,
+    pub auth: Arc<AuthConfig>,
+    pub guid: String,
+    pub machine_id: String,
+    pub bus_uid: u32,
+    pub started: Instant,
+    next_id: ConnId,
+    /// Peers with something queued to write.
+    dirty: Vec<ConnId>,
+    /// Peers that still have input after using their read budget.
+    ready: VecDeque<ConnId>,
+    /// Peers to close at the end of this turn.
+    doomed: Vec<(ConnId, String)>,
+    pub signal_pipe: Option<OwnedFd>,
+    pub shutdown: bool,
+    pub reload_requested: bool,
+    /// The config file, for ReloadConfig and SIGHUP.
+    pub config_path: Option<std::path::PathBuf>,
+    pub systemd_activation: bool,
+    pub monitors: crate::monitor::Monitors,
+    pub activation: crate::activation::Activation,
+    /// The address clients connect to (all listeners, `;`-separated), for activated services.
+    pub address: String,
+    pub peaks: crate::stats::Peaks,
+    pub stats_serial: u32,
+}
+
+impl Bus {
+    pub fn new(
+        config: BusConfig,
+        config_path: Option<std::path::PathBuf>,
+        listeners: Vec<Listener>,
+        guid: String,
+    ) -> std::io::Result<Bus> {
+        let epoll_fd = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        for (i, l) in listeners.iter().enumerate() {
+            epoll::add(
+                &epoll_fd,
+                l.as_fd(),
+                epoll::EventData::new_u64(TOKEN_LISTENER_BASE + i as u64),
+                epoll::EventFlags::IN,
+            )?;
+        }
+        let auth = Arc::new(AuthConfig {
+            mechanisms: config.auth.clone(),
+            allow_anonymous: config.allow_anonymous,
+            guid: guid.clone(),
+            unix_fd_capable: true,
+        });
+        Ok(Bus {
+            epoll: epoll_fd,
+            listeners,
+            peers: HashMap::new(),
+            names: NameRegistry::default(),
+            matches: MatchIndex::new(),
+            replies: ReplyTracker::default(),
+            config: Arc::new(config),
+            auth,
+            guid,
+            machine_id: crate::machine_id(),
+            bus_uid: rustix::process::getuid().as_raw(),
+            started: Instant::now(),
+            next_id: 1,
+            dirty: Vec::new(),
+            ready: VecDeque::new(),
+            doomed: Vec::new(),
+            signal_pipe: None,
+            shutdown: false,
+            reload_requested: false,
+            config_path,
+            systemd_activation: false,
+            monitors: Default::default(),
+            activation: Default::default(),
+            address: String::new(),
+            peaks: Default::default(),
+            stats_serial: 0,
+        })
+    }
+
+    pub fn watch_signals(&mut self, pipe: OwnedFd) -> std::io::Result<()> {
+        epoll::add(
+            &self.epoll,
+            &pipe,
+            epoll::EventData::new_u64(TOKEN_SIGNAL),
+            epoll::EventFlags::IN,
+        )?;
+        self.signal_pipe = Some(pipe);
+        Ok(())
+    }
+
+    /// Run until SIGTERM/SIGINT.
+    pub fn run(&mut self) -> std::io::Result<()> {
+        let mut events: Vec<epoll::Event> = Vec::with_capacity(256);
+        while !self.shutdown {
+            let timeout = if !self.ready.is_empty() {
+                Some(Duration::ZERO)
+            } else {
+                self.next_deadline()
+                    .map(|at| at.saturating_duration_since(Instant::now()))
+            };
+            let timespec = timeout.map(|d| rustix::time::Timespec {
+                tv_sec: d.as_secs() as i64,
+                // Round up so that a deadline is not missed by a few nanoseconds.
+                tv_nsec: d.subsec_nanos().div_ceil(1_000_000) as i64 * 1_000_000,
+            });
+            events.clear();
+            match epoll::wait(
+                &self.epoll,
+                rustix::buffer::spare_capacity(&mut events),
+                timespec.as_ref(),
+            ) {
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            for event in events.iter() {
+                let token = event.data.u64();
+                let flags = event.flags;
+                if token == TOKEN_SIGNAL {
+                    self.handle_signals();
+                } else if token >= TOKEN_LISTENER_BASE {
+                    self.accept_all((token - TOKEN_LISTENER_BASE) as usize);
+                } else if token >= crate::activation::TOKEN_CHILD_BASE {
+                    self.child_exited((token - crate::activation::TOKEN_CHILD_BASE) as u32);
+                } else if let Some(peer) = self.peers.get_mut(&token) {
+                    if flags.intersects(
+                        epoll::EventFlags::IN | epoll::EventFlags::HUP | epoll::EventFlags::ERR,
+                    ) && !peer.readable
+                    {
+                        peer.readable = true;
+                        self.ready.push_back(token);
+                    }
+                    if flags.contains(epoll::EventFlags::OUT) && !peer.out.is_empty() {
+                        self.dirty.push(token);
+                    }
+                }
+            }
+            // Each ready peer gets one turn; those with more input go to the back.
+            for _ in 0..self.ready.len() {
+                let Some(id) = self.ready.pop_front() else {
+                    break;
+                };
+                self.read_peer(id);
+            }
+            self.expire_timers();
+            self.flush_dirty();
+            self.close_doomed();
+            if self.reload_requested {
+                self.reload_requested = false;
+                if let Err(e) = self.reload_config(None) {
+                    warn!("{}", e.text);
+                }
+                self.flush_dirty();
+            }
+        }
+        info!("shutting down");
+        Ok(())
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let auth = self.peers.values().filter_map(|p| p.auth_deadline).min();
+        [
+            auth,
+            self.replies.next_deadline(),
+            self.activation.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn handle_signals(&mut self) {
+        let Some(pipe) = &self.signal_pipe else {
+            return;
+        };
+        let mut buf = [0u8; 64];
+        while let Ok(n) = rustix::io::read(pipe, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            for &sig in &buf[..n] {
+                match sig as i32 {
+                    libc::SIGHUP => self.reload_requested = true,
+                    libc::SIGTERM | libc::SIGINT => self.shutdown = true,
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn accept_all(&mut self, index: usize) {
+        loop {
+            let accepted = match self.listeners[index].accept() {
+                Ok(Some(a)) => a,
+                Ok(None) => return,
+                Err(e) => {
+                    warn!("accept failed: {e}");
+                    return;
+                }
+            };
+            let limits = &self.config.limits;
+            let incomplete = self
+                .peers
+                .values()
+                .filter(|p| matches!(p.phase, Phase::Auth(_)))
+                .count() as u64;
+            if incomplete >= limits.max_incomplete_connections {
+                warn!(
+                    "refusing a connection: max_incomplete_connections={} reached",
+                    limits.max_incomplete_connections
+                );
+                continue;
+            }
+            let complete = self.peers.len() as u64 - incomplete;
+            if complete >= limits.max_completed_connections {
+                warn!(
+                    "refusing a connection: max_completed_connections={} reached",
+                    limits.max_completed_connections
+                );
+                continue;
+            }
+            let id = self.next_id;
+            self.next_id += 1;
+            if let Err(e) = epoll::add(
+                &self.epoll,
+                &accepted.fd,
+                epoll::EventData::new_u64(id),
+                epoll::EventFlags::IN
+                    | epoll::EventFlags::OUT
+                    | epoll::EventFlags::RDHUP
+                    | epoll::EventFlags::ET,
+            ) {
+                warn!("cannot watch a new connection: {e}");
+                continue;
+            }
+            let is_unix = self.listeners[index].is_unix();
+            let auth = if is_unix {
+                self.auth.clone()
+            } else {
+                Arc::new(AuthConfig {
+                    unix_fd_capable: false,
+                    ..(*self.auth).clone()
+                })
+            };
+            let sasl = Sasl::new(auth, accepted.credentials.uid);
+            let peer = Peer {
+                id,
+                fd: accepted.fd,
+                phase: Phase::Auth(Box::new(sasl)),
+                creds: accepted.credentials,
+                unix_fds: false,
+                inbuf: InBuffer::default(),
+                out: OutQueue::default(),
+                auth_deadline: Some(Instant::now() + limits.auth_timeout),
+                readable: true,
+                stats: PeerStats::default(),
+            };
+            debug!("connection {id} accepted ({})", peer.loginfo());
+            self.peers.insert(id, peer);
+            self.ready.push_back(id);
+        }
+    }
+
+    /// Read and handle what a peer sent, up to its budget.
+    fn read_peer(&mut self, id: ConnId) {
+        let max_size = self.config.limits.max_message_size as usize;
+        let mut handled = 0;
+        loop {
+            let Some(peer) = self.peers.get_mut(&id) else {
+                return;
+            };
+            if !peer.readable {
+                return;
+            }
+            let mut want = 0;
+            match &mut peer.phase {
+                Phase::Auth(sasl) => {
+                    if !peer.inbuf.pending().is_empty() {
+                        let mut reply = Vec::new();
+                        match sasl.feed(peer.inbuf.pending(), &mut reply) {
+                            Ok(progress) => {
+                                peer.inbuf.consume(progress.consumed);
+                                if !reply.is_empty() {
+                                    peer.out.push_raw(reply);
+                                    self.dirty.push(id);
+                                }
+                                if let Some(done) = progress.done {
+                                    self.authenticated(id, done.identity, done.unix_fds);
+                                    continue;
+                                }
+                            }
+                            Err(e) => {
+                                self.doom(id, format!("authentication failed: {e}"));
+                                return;
+                            }
+                        }
+                    }
+                }
+                _ => match wire::message_len(peer.inbuf.pending(), max_size) {
+                    Err(e) => {
+                        self.doom(id, format!("{e}"));
+                        return;
+                    }
+                    Ok(Some(len)) if peer.inbuf.pending().len() >= len => {
+                        if handled == READ_BUDGET {
+                            self.ready.push_back(id);
+                            return;
+                        }
+                        handled += 1;
+                        let sender = peer.unique_name();
+                        let inbuf = &mut peer.inbuf;
+                        let mut fds = std::mem::take(&mut inbuf.fds);
+                        let stamped =
+                            wire::stamp_client_message(&inbuf.pending()[..len], &sender, |n| {
+                                (fds.len() >= n).then(|| fds.drain(..n).collect())
+                            });
+                        inbuf.fds = fds;
+                        inbuf.consume(len);
+                        peer.stats.messages_in += 1;
+                        match stamped {
+                            Ok(msg) => self.dispatch(id, msg),
+                            Err(e) => {
+                                self.invalid_message(id, e);
+                                return;
+                            }
+                        }
+                        continue;
+                    }
+                    Ok(Some(len)) => want = len - peer.inbuf.pending().len(),
+                    Ok(None) => {}
+                },
+            }
+            let peer = self.peers.get_mut(&id).expect("peer still here");
+            if peer.inbuf.fds.len() > self.config.limits.max_message_unix_fds as usize + 253 {
+                self.doom(id, "too many file descriptors without a message".into());
+                return;
+            }
+            match peer.inbuf.read_from(peer.fd.as_fd(), want) {
+                Ok(ReadOutcome::Data) => {}
+                Ok(ReadOutcome::WouldBlock) => {
+                    peer.readable = false;
+                    peer.inbuf.shrink();
+                    return;
+                }
+                Ok(ReadOutcome::Closed) => {
+                    self.doom(id, "closed by peer".into());
+                    return;
+                }
+                Err(e) => {
+                    self.doom(id, format!("read error: {e}"));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn invalid_message(&mut self, id: ConnId, e: WireError) {
+        self.doom(id, format!("sent an invalid message: {e}"));
+    }
+
+    fn authenticated(&mut self, id: ConnId, identity: Identity, unix_fds: bool) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if let Identity::Uid(uid) = identity {
+            // The session bus lets only its own user in, unless the configuration says more.
+            if !crate::access::allows_user(&self.config, uid, self.bus_uid) {
+                let why = format!("uid {uid} is not allowed to connect to this bus");
+                self.doom(id, why);
+                return;
+            }
+        }
+        peer.phase = Phase::Unregistered;
+        peer.unix_fds = unix_fds;
+        peer.auth_deadline = None;
+        debug!("connection {id} authenticated ({})", peer.loginfo());
+    }
+
+    /// Close a connection at the end of this turn, after what is queued for others went out.
+    pub fn doom(&mut self, id: ConnId, why: String) {
+        if let Some(peer) = self.peers.get_mut(&id) {
+            peer.readable = false;
+            self.doomed.push((id, why));
+        }
+    }
+
+    fn close_doomed(&mut self) {
+        while let Some((id, why)) = self.doomed.pop() {
+            self.disconnect(id, &why);
+        }
+    }
+
+    /// Forget a connection: release its names, match rules and pending calls, and tell others.
+    fn disconnect(&mut self, id: ConnId, why: &str) {
+        let Some(mut peer) = self.peers.remove(&id) else {
+            return;
+        };
+        // Last chance for what is queued to it (e.g. the error that explains why).
+        let _ = peer.out.flush(peer.fd.as_fd());
+        let _ = epoll::delete(&self.epoll, &peer.fd);
+        let was_active = peer.is_active();
+        let loginfo = peer.loginfo();
+        drop(peer);
+        if was_active || matches!(why, "closed by peer") {
+            info!("{} disconnected ({loginfo}): {why}", unique_name(id));
+        } else {
+            warn!("{} disconnected ({loginfo}): {why}", unique_name(id));
+        }
+        self.matches.remove_owner(id);
+        for key in self.replies.remove_connection(id) {
+            self.send_error_to_caller(
+                key,
+                "org.freedesktop.DBus.Error.NoReply",
+                "Message recipient disconnected from message bus without replying",
+            );
+        }
+        self.monitor_gone(id);
+        for change in self.names.remove_connection(id) {
+            self.announce_owner_change(change);
+        }
+        if was_active {
+            let name = unique_name(id);
+            self.emit_name_owner_changed(&name, Some(&name), None);
+        }
+        self.flush_dirty();
+    }
+
+    fn expire_timers(&mut self) {
+        let now = Instant::now();
+        let late: Vec<ConnId> = self
+            .peers
+            .values()
+            .filter(|p| p.auth_deadline.is_some_and(|at| at <= now))
+            .map(|p| p.id)
+            .collect();
+        for id in late {
+            self.doom(id, "authentication timed out".into());
+        }
+        self.expire_activations(now);
+        for key in self.replies.expire(now) {
+            self.send_error_to_caller(
+                key,
+                "org.freedesktop.DBus.Error.NoReply",
+                "Did not receive a reply. Possible causes include: the remote application did not send a reply, the message bus security policy blocked the reply, the reply timeout expired, or the network connection was broken.",
+            );
+        }
+    }
+
+    /// Queue a message for a peer. Fails (and drops the message) if the peer's queue is full.
+    pub fn enqueue(&mut self, to: ConnId, msg: Message) -> Result<(), QueueFull> {
+        let limits = &self.config.limits;
+        let Some(peer) = self.peers.get_mut(&to) else {
+            return Ok(());
+        };
+        if peer.out.bytes + msg.data().len() > limits.max_outgoing_bytes as usize
+            || peer.out.fds + msg.data().fds().len() > limits.max_outgoing_unix_fds as usize
+        {
+            return Err(QueueFull);
+        }
+        if peer.out.is_empty() {
+            self.dirty.push(to);
+        }
+        peer.out.push(&msg);
+        peer.stats.messages_out += 1;
+        peer.stats.peak_out_bytes = peer.stats.peak_out_bytes.max(peer.out.bytes);
+        peer.stats.peak_out_fds = peer.stats.peak_out_fds.max(peer.out.fds);
+        Ok(())
+    }
+
+    fn flush_dirty(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for id in dirty {
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            if peer.out.is_empty() {
+                continue;
+            }
+            if let Err(e) = peer.out.flush(peer.fd.as_fd()) {
+                if !self.doomed.iter().any(|(d, _)| *d == id) {
+                    self.doom(id, format!("write error: {e}"));
+                }
+            }
+        }
+    }
+}
+
+impl Bus {
+    /// Read the configuration file again and use it (ReloadConfig, SIGHUP). A file that does
+    /// not load leaves the running configuration as it was.
+    pub fn reload_config(&mut self, by: Option<ConnId>) -> Result<(), crate::driver::DriverError> {
+        let who = by.map_or("SIGHUP".to_string(), unique_name);
+        let Some(path) = self.config_path.clone() else {
+            info!("reload requested by {who}: the embedded configuration does not change");
+            return Ok(());
+        };
+        match crate::daemon::load_config(&path, None) {
+            Ok(config) => {
+                self.auth = Arc::new(AuthConfig {
+                    mechanisms: config.auth.clone(),
+                    allow_anonymous: config.allow_anonymous,
+                    guid: self.guid.clone(),
+                    unix_fd_capable: true,
+                });
+                self.config = Arc::new(config);
+                self.rescan_services();
+                info!(
+                    "configuration reloaded from {} (requested by {who})",
+                    path.display()
+                );
+                Ok(())
+            }
+            Err(e) => {
+                let text = format!("Unable to reload configuration: {e}");
+                warn!("{text} (requested by {who}); keeping the running configuration");
+                Err(crate::driver::DriverError {
+                    name: "org.freedesktop.DBus.Error.Failed",
+                    text,
+                })
+            }
+        }
+    }
+}
+
+/// A peer's outgoing queue is over its limit.
+#[derive(Debug)]
+pub struct QueueFull;
+
+impl OutQueue {
+    /// Queue bytes that are not a message (SASL replies).
+    pub fn push_raw(&mut self, bytes: Vec<u8>) {
+        use zbus::wire::serialized::{Context, Data};
+        self.push_data(Data::new(
+            bytes,
+            Context::new(zbus::wire::Endian::Little, 0),
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unique_names_map_back_to_connections() {
+        assert_eq!(unique_name(42), ":1.42");
+        assert_eq!(conn_of_unique(":1.42"), Some(42));
+        assert_eq!(conn_of_unique(":2.42"), None);
+        assert_eq!(conn_of_unique("org.x"), None);
+        assert_eq!(conn_of_unique(":1.x"), None);
+    }
+}

@@ -1,0 +1,330 @@
+//! Starting the daemon: configuration, listening sockets, forking, pid file, printing the
+//! address, signals, privileges; then the bus runs until SIGTERM.
+
+use std::io::Write;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use telbus_broker::transport::{self, Listener};
+use telbus_busconfig::{BusConfig, BusKind};
+use tracing::{error, info};
+
+use crate::bus::Bus;
+use crate::cli::Args;
+
+/// The configuration file to read for these arguments, and its text when it is the embedded one.
+fn config_source(args: &Args) -> Result<(PathBuf, Option<&'static str>), String> {
+    if let Some(path) = &args.config_file {
+        return Ok((path.clone(), None));
+    }
+    let kind = if args.system {
+        BusKind::System
+    } else if args.session {
+        BusKind::Session
+    } else {
+        return Err("No configuration file specified.".into());
+    };
+    match telbus_busconfig::default_config_path(kind.clone()) {
+        Some(path) => Ok((path, None)),
+        None => {
+            let name = match kind {
+                BusKind::System => "<embedded system.conf>",
+                BusKind::Session => "<embedded session.conf>",
+            };
+            Ok((
+                PathBuf::from(name),
+                Some(telbus_busconfig::embedded_default(kind)),
+            ))
+        }
+    }
+}
+
+pub fn load_config(path: &Path, embedded: Option<&str>) -> Result<BusConfig, String> {
+    match embedded {
+        Some(text) => telbus_busconfig::load_str(text, path),
+        None => telbus_busconfig::load(path),
+    }
+    .map_err(|e| e.to_string())
+}
+
+fn init_logging() {
+    let filter = std::env::var("TELBUS_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Write `text` to a descriptor we were handed (print-address, print-pid) without closing it.
+fn write_to_fd(fd: i32, text: &str) -> std::io::Result<()> {
+    // SAFETY: the descriptor number comes from the command line; ManuallyDrop keeps it open.
+    let file = unsafe { std::fs::File::from_raw_fd(fd) };
+    let mut file = std::mem::ManuallyDrop::new(file);
+    file.write_all(text.as_bytes())?;
+    file.flush()
+}
+
+pub fn run(args: Args) -> ExitCode {
+    init_logging();
+    if args.introspect {
+        print!("{}", crate::driver::introspection_of_driver());
+        return ExitCode::SUCCESS;
+    }
+    let (path, embedded) = match config_source(&args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = match load_config(&path, embedded) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("Failed to start message bus: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let guid = crate::random_hex();
+    let addresses: Vec<String> = match &args.address {
+        Some(a) => vec![a.clone()],
+        None => config.listen.clone(),
+    };
+    if addresses.is_empty() {
+        eprintln!("Failed to start message bus: no <listen> address in the configuration");
+        return ExitCode::FAILURE;
+    }
+    let mut listeners: Vec<Listener> = Vec::new();
+    for address in &addresses {
+        match transport::listen(address, &guid) {
+            Ok(mut l) => listeners.append(&mut l),
+            Err(e) => {
+                eprintln!("Failed to start message bus: cannot listen on {address}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let printed_address = listeners
+        .iter()
+        .map(|l| l.address.clone())
+        .collect::<Vec<_>>()
+        .join(";");
+
+    // SIGPIPE would kill us when a client or a print-address reader goes away mid-write.
+    // SAFETY: setting a signal disposition to SIG_IGN is always sound.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+
+    let fork = !args.nofork && (args.fork || config.fork);
+    if fork {
+        if let Err(e) = daemonize() {
+            eprintln!("Failed to fork: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    if !args.nopidfile {
+        if let Some(pidfile) = &config.pidfile {
+            if let Err(e) = std::fs::write(pidfile, format!("{}\n", std::process::id())) {
+                eprintln!(
+                    "Failed to start message bus: cannot write pid file {}: {e}",
+                    pidfile.display()
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if let Some(fd) = args.print_address {
+        if let Err(e) = write_to_fd(fd, &format!("{printed_address}\n")) {
+            eprintln!("Failed to print the address to fd {fd}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    if let Some(fd) = args.print_pid {
+        if let Err(e) = write_to_fd(fd, &format!("{}\n", std::process::id())) {
+            eprintln!("Failed to print the pid to fd {fd}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    if fork {
+        finish_daemonizing();
+    }
+
+    let signals = match signal_pipe() {
+        Ok(fd) => fd,
+        Err(e) => {
+            eprintln!("Failed to set up signal handling: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(user) = config.user.clone() {
+        if let Err(e) = drop_privileges(&user) {
+            eprintln!("Failed to start message bus: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let pidfile = config.pidfile.clone().filter(|_| !args.nopidfile);
+    info!("listening on {printed_address}");
+    let config_path = embedded.is_none().then_some(path);
+    let mut bus = match Bus::new(config, config_path, listeners, guid) {
+        Ok(b) => b,
+        Err(e) => {
+            error!("cannot set up the event loop: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    bus.systemd_activation = args.systemd_activation;
+    bus.address = printed_address.clone();
+    bus.rescan_services();
+    if let Err(e) = bus.watch_signals(signals) {
+        error!("cannot watch signals: {e}");
+        return ExitCode::FAILURE;
+    }
+    crate::daemon::notify_systemd("READY=1\nSTATUS=Processing requests...");
+    let result = bus.run();
+    drop(bus);
+    if let Some(pidfile) = pidfile {
+        let _ = std::fs::remove_file(pidfile);
+    }
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("event loop failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A pipe that SIGHUP, SIGTERM and SIGINT write their number into, for the event loop.
+fn signal_pipe() -> std::io::Result<OwnedFd> {
+    let (read, write) = rustix::pipe::pipe_with(
+        rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
+    )?;
+    let write = std::os::unix::net::UnixStream::from(write);
+    for signal in [libc::SIGHUP, libc::SIGTERM, libc::SIGINT] {
+        signal_hook::low_level::pipe::register(signal, write.try_clone()?)?;
+    }
+    Ok(read)
+}
+
+/// Tell systemd we are ready, when it started us with a notify socket.
+pub fn notify_systemd(state: &str) {
+    let Ok(path) = std::env::var("NOTIFY_SOCKET") else {
+        return;
+    };
+    let socket = match std::os::unix::net::UnixDatagram::unbound() {
+        Ok(s) => s,
+        Err(_) => return,
+    };
+    let result = if let Some(abstract_name) = path.strip_prefix('@') {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(abstract_name.as_bytes())
+            .and_then(|addr| socket.send_to_addr(state.as_bytes(), &addr))
+    } else {
+        socket.send_to(state.as_bytes(), &path)
+    };
+    if let Err(e) = result {
+        tracing::warn!("cannot notify systemd at {path}: {e}");
+    }
+}
+
+static mut READY_PIPE: i32 = -1;
+
+/// Fork into the background. The parent waits until the child has printed its address (so
+/// that whoever started us can use the bus as soon as we exit) and exits.
+fn daemonize() -> std::io::Result<()> {
+    let (read, write) = rustix::pipe::pipe()?;
+    // SAFETY: we are single-threaded here; the child only continues our own code.
+    match unsafe { libc::fork() } {
+        -1 => Err(std::io::Error::last_os_error()),
+        0 => {
+            drop(read);
+            // SAFETY: plain system calls in the child.
+            unsafe {
+                libc::setsid();
+                READY_PIPE = std::os::fd::IntoRawFd::into_raw_fd(write);
+            }
+            Ok(())
+        }
+        _ => {
+            drop(write);
+            let mut buf = [0u8; 1];
+            let ok = matches!(rustix::io::read(&read, &mut buf), Ok(1));
+            std::process::exit(if ok { 0 } else { 1 });
+        }
+    }
+}
+
+/// In the forked child: tell the parent we are up, and leave the terminal alone.
+fn finish_daemonizing() {
+    // SAFETY: READY_PIPE is written once by `daemonize` before this runs, on this thread.
+    let fd = unsafe { READY_PIPE };
+    if fd >= 0 {
+        let _ = write_to_fd(fd, "1");
+        // SAFETY: we own this descriptor and close it once.
+        unsafe {
+            libc::close(fd);
+        }
+    }
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: dup2 onto the standard descriptors.
+        unsafe {
+            libc::dup2(null.as_raw_fd(), 0);
+            if std::env::var_os("DBUS_DEBUG_OUTPUT").is_none() {
+                libc::dup2(null.as_raw_fd(), 1);
+            }
+        }
+    }
+}
+
+/// The uid and gid of a user name (or numeric uid).
+pub fn lookup_user(user: &str) -> Result<(u32, u32), String> {
+    let name = std::ffi::CString::new(user).map_err(|_| format!("bad user name {user:?}"))?;
+    // SAFETY: getpwnam returns a pointer into static storage, read at once on this thread.
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    if pw.is_null() {
+        if let Ok(uid) = user.parse::<u32>() {
+            return Ok((uid, uid));
+        }
+        return Err(format!("Could not get UID and GID for username \"{user}\""));
+    }
+    // SAFETY: pw is non-null and valid until the next getpw* call.
+    Ok(unsafe { ((*pw).pw_uid, (*pw).pw_gid) })
+}
+
+/// Become `<user>` after the sockets are bound, as dbus-daemon does.
+fn drop_privileges(user: &str) -> Result<(), String> {
+    let current = rustix::process::getuid();
+    let name = std::ffi::CString::new(user).map_err(|_| format!("bad user name {user:?}"))?;
+    let (uid, gid) = lookup_user(user)?;
+    if current.as_raw() == uid {
+        return Ok(());
+    }
+    if !current.is_root() {
+        return Err(format!(
+            "cannot switch to user \"{user}\": not running as root"
+        ));
+    }
+    // SAFETY: plain system calls; order matters (groups and gid before uid).
+    let ok = unsafe {
+        libc::initgroups(name.as_ptr(), gid) == 0
+            && libc::setgid(gid) == 0
+            && libc::setuid(uid) == 0
+    };
+    if !ok {
+        return Err(format!(
+            "cannot switch to user \"{user}\": {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    info!("running as user {user} (uid {uid})");
+    Ok(())
+}

@@ -1,0 +1,268 @@
+//! Routing: where each message a client sends goes, and the errors the sender gets when it
+//! cannot go there.
+
+use telbus_broker::match_rule::MatchMessage;
+use tracing::{debug, warn};
+use zbus::Message;
+use zbus::message::Type;
+
+use crate::ConnId;
+use crate::bus::{Bus, DRIVER, Phase, QueueFull, unique_name};
+use crate::driver::{LIMITS_EXCEEDED, NAME_HAS_NO_OWNER, SERVICE_UNKNOWN};
+use crate::replies::CallKey;
+use crate::wire::Route;
+
+impl Bus {
+    /// Route one message from a client.
+    pub fn dispatch(&mut self, from: ConnId, msg: Message) {
+        let header = msg.header();
+        let route = Route::of(&header);
+        let Some(peer) = self.peers.get(&from) else {
+            return;
+        };
+        match peer.phase {
+            Phase::Monitor => {
+                self.doom(
+                    from,
+                    format!(
+                        "monitors may not send messages (sent type={:?} interface={} member={})",
+                        route.msg_type,
+                        route.interface.unwrap_or("(unset)"),
+                        route.member.unwrap_or("(unset)")
+                    ),
+                );
+                return;
+            }
+            Phase::Unregistered if route.destination != Some(DRIVER) => {
+                self.doom(from, "sent a message before Hello".into());
+                return;
+            }
+            _ => {}
+        }
+        self.capture(&msg, from, None);
+        match route.destination {
+            Some(DRIVER) => self.driver_call(from, &msg, &route),
+            Some(dest) => self.unicast(from, &msg, &route, dest),
+            None if route.msg_type == Type::Signal => self.broadcast(from, &msg, &route),
+            // A call without a destination is for the peer at the other end of a
+            // peer-to-peer connection; on a bus nobody takes it (as in dbus-daemon).
+            None => debug!("dropped a {:?} without destination", route.msg_type),
+        }
+    }
+
+    fn unicast(&mut self, from: ConnId, msg: &Message, route: &Route<'_>, dest: &str) {
+        let Some(target) = self.resolve_conn(dest) else {
+            if route.msg_type == Type::MethodCall {
+                if !route.no_auto_start && !dest.starts_with(':') && self.is_activatable(dest) {
+                    self.activate_for(from, msg.clone(), dest);
+                    return;
+                }
+                let (name, text) = if route.no_auto_start {
+                    (NAME_HAS_NO_OWNER, format!("Name \"{dest}\" does not exist"))
+                } else {
+                    (
+                        SERVICE_UNKNOWN,
+                        format!("The name {dest} was not provided by any .service files"),
+                    )
+                };
+                self.send_error(from, &msg.header(), name, &text);
+            }
+            return;
+        };
+        self.deliver_unicast(from, target, msg, route);
+    }
+
+    /// Send a message to the connection it is addressed to, with the checks that apply.
+    pub fn deliver_unicast(&mut self, from: ConnId, to: ConnId, msg: &Message, route: &Route<'_>) {
+        let header = msg.header();
+        let is_reply = matches!(route.msg_type, Type::MethodReturn | Type::Error);
+        if is_reply {
+            let key = CallKey {
+                caller: to,
+                serial: route.reply_serial.unwrap_or(0),
+            };
+            if !self.replies.take(key, from) {
+                debug!(
+                    "{} sent a reply nobody asked for (reply serial {}); dropped",
+                    unique_name(from),
+                    key.serial
+                );
+                return;
+            }
+        }
+        let expects_reply = route.msg_type == Type::MethodCall && !route.no_reply_expected;
+        if expects_reply {
+            let limit = self.config.limits.max_replies_per_connection;
+            if self.replies.waiting(from) as u64 >= limit {
+                self.send_error(
+                    from,
+                    &header,
+                    LIMITS_EXCEEDED,
+                    &format!(
+                        "The maximum number of pending replies for \"{}\" ({limit}) has been reached",
+                        unique_name(from)
+                    ),
+                );
+                return;
+            }
+        }
+        if route.unix_fds > 0 && !self.peers.get(&to).is_some_and(|p| p.unix_fds) {
+            self.send_error(
+                from,
+                &header,
+                "org.freedesktop.DBus.Error.NotSupported",
+                "Tried to send message with Unix file descriptors to a client that doesn't support that.",
+            );
+            return;
+        }
+        if let Err(denied) = self.check_send(from, to, msg, route, is_reply) {
+            self.send_error(from, &header, crate::driver::ACCESS_DENIED, &denied);
+            return;
+        }
+        match self.enqueue(to, msg.clone()) {
+            Ok(()) => {
+                if expects_reply {
+                    let deadline = self
+                        .config
+                        .limits
+                        .reply_timeout
+                        .map(|t| std::time::Instant::now() + t);
+                    let key = CallKey {
+                        caller: from,
+                        serial: route.serial,
+                    };
+                    self.replies.expect(key, to, deadline);
+                }
+            }
+            Err(QueueFull) => {
+                warn!(
+                    "{} has {} bytes queued and does not read: a message from {} was refused",
+                    unique_name(to),
+                    self.peers.get(&to).map_or(0, |p| p.out.bytes),
+                    unique_name(from)
+                );
+                self.send_error(
+                    from,
+                    &header,
+                    LIMITS_EXCEEDED,
+                    &format!(
+                        "The destination {} has too many messages queued (max_outgoing_bytes)",
+                        unique_name(to)
+                    ),
+                );
+            }
+        }
+        // Eavesdroppers with an explicit rule get a copy too.
+        self.deliver_to_matches(from, msg, route, Some(to));
+    }
+
+    fn broadcast(&mut self, from: ConnId, msg: &Message, route: &Route<'_>) {
+        self.deliver_to_matches(from, msg, route, None);
+    }
+
+    /// Everyone whose match rules take this message (apart from its addressed recipient).
+    fn deliver_to_matches(
+        &mut self,
+        from: ConnId,
+        msg: &Message,
+        route: &Route<'_>,
+        addressed: Option<ConnId>,
+    ) {
+        let recipients = self.match_recipients(Some(from), msg, route, addressed);
+        for to in recipients {
+            if Some(to) == addressed {
+                continue;
+            }
+            let Some(peer) = self.peers.get(&to) else {
+                continue;
+            };
+            if !peer.is_active() {
+                continue;
+            }
+            if route.unix_fds > 0 && !peer.unix_fds {
+                debug!("broadcast with fds not delivered to {}", unique_name(to));
+                continue;
+            }
+            if addressed.is_some() && !self.may_eavesdrop(to) {
+                continue;
+            }
+            if self.check_receive_broadcast(from, to, msg, route).is_err() {
+                continue;
+            }
+            if self.enqueue(to, msg.clone()).is_err() {
+                warn!(
+                    "{} does not read its messages: a signal from {} was dropped",
+                    unique_name(to),
+                    unique_name(from)
+                );
+            }
+        }
+    }
+
+    /// The connections whose rules match a message from `from` (None: the bus driver).
+    fn match_recipients(
+        &self,
+        from: Option<ConnId>,
+        msg: &Message,
+        route: &Route<'_>,
+        addressed: Option<ConnId>,
+    ) -> Vec<ConnId> {
+        let sender = from.map_or(DRIVER.to_string(), unique_name);
+        let owned: Vec<&str> = from
+            .map(|id| self.names.owned_by(id).collect())
+            .unwrap_or_default();
+        let addressed_unique = addressed.map(unique_name);
+        let query = MatchMessage {
+            msg_type: route.msg_type,
+            sender: Some(&sender),
+            sender_names: &owned,
+            destination: route.destination,
+            addressed_unique: addressed_unique.as_deref(),
+            path: route.path,
+            interface: route.interface,
+            member: route.member,
+            message: msg,
+        };
+        let mut out = Vec::new();
+        self.matches
+            .recipients(&query, addressed, |id| out.push(id));
+        out
+    }
+
+    /// A message from the bus itself to one connection.
+    pub fn deliver_from_driver(&mut self, to: ConnId, msg: Message) {
+        self.capture(&msg, 0, Some(to));
+        if self.enqueue(to, msg.clone()).is_err() {
+            warn!(
+                "{} does not read its messages: a message from the bus was dropped",
+                unique_name(to)
+            );
+        }
+        let header = msg.header();
+        let route = Route::of(&header);
+        let recipients = self.match_recipients(None, &msg, &route, Some(to));
+        for id in recipients {
+            if id != to && self.may_eavesdrop(id) {
+                let _ = self.enqueue(id, msg.clone());
+            }
+        }
+    }
+
+    /// A signal from the bus itself to everyone whose rules match it.
+    pub fn broadcast_from_driver(&mut self, msg: Message) {
+        self.capture(&msg, 0, None);
+        let header = msg.header();
+        let route = Route::of(&header);
+        let recipients = self.match_recipients(None, &msg, &route, None);
+        for id in recipients {
+            if self.peers.get(&id).is_some_and(|p| p.is_active())
+                && self.enqueue(id, msg.clone()).is_err()
+            {
+                warn!(
+                    "{} does not read its messages: a signal from the bus was dropped",
+                    unique_name(id)
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! org.freedesktop.DBus.Debug.Stats: counters of the bus and of each connection, with
+//! dbus-daemon's keys, for tools that watch a bus's health.
+
+use std::collections::HashMap;
+
+use zbus::wire::Variant as Value;
+
+use crate::ConnId;
+use crate::bus::{Bus, Phase, unique_name};
+use crate::driver::DriverError;
+
+/// Highest values seen since the bus started.
+#[derive(Default)]
+pub struct Peaks {
+    pub match_rules: usize,
+    pub match_rules_per_connection: usize,
+    pub bus_names: usize,
+    pub bus_names_per_connection: usize,
+}
+
+impl Bus {
+    /// Note new totals after a match rule or a name was added.
+    pub fn note_peaks(&mut self, conn: ConnId) {
+        let rules = self.matches.rule_count(conn);
+        let names = self.names.claims_of(conn);
+        let total_rules = self.matches.total_rules();
+        let total_names = self.names.names().count();
+        let p = &mut self.peaks;
+        p.match_rules = p.match_rules.max(total_rules);
+        p.match_rules_per_connection = p.match_rules_per_connection.max(rules);
+        p.bus_names = p.bus_names.max(total_names);
+        p.bus_names_per_connection = p.bus_names_per_connection.max(names);
+        if let Some(peer) = self.peers.get_mut(&conn) {
+            peer.stats.peak_match_rules = peer.stats.peak_match_rules.max(rules);
+            peer.stats.peak_names = peer.stats.peak_names.max(names);
+        }
+    }
+
+    fn next_stats_serial(&mut self) -> u32 {
+        self.stats_serial = self.stats_serial.wrapping_add(1);
+        self.stats_serial
+    }
+
+    pub fn get_stats(&mut self) -> HashMap<&'static str, Value<'static>> {
+        let serial = self.next_stats_serial();
+        let incomplete = self
+            .peers
+            .values()
+            .filter(|p| matches!(p.phase, Phase::Auth(_) | Phase::Unregistered))
+            .count();
+        let active = self.peers.len() - incomplete;
+        let u = |n: usize| Value::from(n.min(u32::MAX as usize) as u32);
+        HashMap::from([
+            ("Serial", Value::from(serial)),
+            ("ActiveConnections", u(active)),
+            ("IncompleteConnections", u(incomplete)),
+            ("MatchRules", u(self.matches.total_rules())),
+            ("PeakMatchRules", u(self.peaks.match_rules)),
+            (
+                "PeakMatchRulesPerConnection",
+                u(self.peaks.match_rules_per_connection),
+            ),
+            ("BusNames", u(self.names.names().count())),
+            ("PeakBusNames", u(self.peaks.bus_names)),
+            (
+                "PeakBusNamesPerConnection",
+                u(self.peaks.bus_names_per_connection),
+            ),
+        ])
+    }
+
+    pub fn get_connection_stats(
+        &mut self,
+        name: &str,
+    ) -> Result<HashMap<&'static str, Value<'static>>, DriverError> {
+        let Some(id) = self.resolve_conn(name) else {
+            return Err(DriverError {
+                name: crate::driver::NAME_HAS_NO_OWNER,
+                text: format!("Could not get statistics of name '{name}': no such name"),
+            });
+        };
+        let serial = self.next_stats_serial();
+        let rules = self.matches.rule_count(id);
+        let names = self.names.claims_of(id);
+        let peer = &self.peers[&id];
+        let u = |n: usize| Value::from(n.min(u32::MAX as usize) as u32);
+        Ok(HashMap::from([
+            ("Serial", Value::from(serial)),
+            ("UniqueName", Value::from(unique_name(id))),
+            ("MatchRules", u(rules)),
+            ("PeakMatchRules", u(peer.stats.peak_match_rules)),
+            ("BusNames", u(names)),
+            ("PeakBusNames", u(peer.stats.peak_names)),
+            // What waits in the bus for the connection; incoming messages are handled as
+            // they arrive, so none wait on the way in.
+            ("IncomingMessages", u(0)),
+            ("IncomingBytes", u(peer.inbuf.pending().len())),
+            ("IncomingFDs", u(peer.inbuf.fds.len())),
+            ("PeakIncomingBytes", u(peer.inbuf.capacity())),
+            ("PeakIncomingFDs", u(peer.inbuf.fds.len())),
+            ("OutgoingMessages", u(peer.out.len())),
+            ("OutgoingBytes", u(peer.out.bytes)),
+            ("OutgoingFDs", u(peer.out.fds)),
+            ("PeakOutgoingBytes", u(peer.stats.peak_out_bytes)),
+            ("PeakOutgoingFDs", u(peer.stats.peak_out_fds)),
+        ]))
+    }
+
+    pub fn get_all_match_rules(&self) -> HashMap<String, Vec<String>> {
+        let mut all = HashMap::new();
+        for peer in self.peers.values() {
+            let rules: Vec<String> = self
+                .matches
+                .rules_of(peer.id)
+                .map(|r| r.to_string())
+                .collect();
+            if peer.is_active() {
+                all.insert(unique_name(peer.id), rules);
+            }
+        }
+        all
+    }
+}
