@@ -27,6 +27,8 @@ const ALREADY_RUNNING: u32 = 2;
 
 /// Epoll tokens of the children the bus started: this base plus the pid.
 pub const TOKEN_CHILD_BASE: u64 = u64::MAX - (1 << 33);
+/// Epoll token of the inotify descriptor that watches the service directories.
+pub const TOKEN_SERVICE_DIRS: u64 = TOKEN_CHILD_BASE - 1;
 
 /// What a `.service` file says.
 #[derive(Clone, Debug, PartialEq)]
@@ -157,6 +159,8 @@ pub struct Activation {
     children: HashMap<u32, OwnedFd>,
     /// Variables set with UpdateActivationEnvironment.
     pub env: HashMap<String, String>,
+    /// Watches the service directories, so that a new `.service` file is seen at once.
+    watch: Option<OwnedFd>,
 }
 
 impl Activation {
@@ -172,6 +176,18 @@ impl Bus {
 
     /// Read the service directories again (start-up, ReloadConfig, SIGHUP); tell clients when
     /// the set of activatable names changed.
+    /// Watch the configured service directories and read them (start-up, reload).
+    pub fn load_services(&mut self) {
+        let dirs: Vec<PathBuf> = self
+            .config
+            .servicedirs
+            .iter()
+            .map(|d| d.path.clone())
+            .collect();
+        self.watch_service_dirs(&dirs);
+        self.rescan_services();
+    }
+
     pub fn rescan_services(&mut self) {
         let dirs: Vec<PathBuf> = self
             .config
@@ -195,6 +211,48 @@ impl Bus {
                 Err(e) => warn!("cannot build ActivatableServicesChanged: {e}"),
             }
         }
+    }
+
+    /// (Re)create the inotify watches of the service directories.
+    fn watch_service_dirs(&mut self, dirs: &[PathBuf]) {
+        use rustix::fs::inotify;
+        if let Some(old) = self.activation.watch.take() {
+            let _ = epoll::delete(&self.epoll, &old);
+        }
+        let Ok(fd) = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)
+        else {
+            warn!("cannot watch the service directories; they are read on reload only");
+            return;
+        };
+        let flags = inotify::WatchFlags::CREATE
+            | inotify::WatchFlags::DELETE
+            | inotify::WatchFlags::CLOSE_WRITE
+            | inotify::WatchFlags::MOVED_TO
+            | inotify::WatchFlags::MOVED_FROM
+            | inotify::WatchFlags::MODIFY;
+        for dir in dirs {
+            // A directory that does not exist yet is not watched, as in dbus-daemon.
+            let _ = inotify::add_watch(&fd, dir.as_path(), flags);
+        }
+        if epoll::add(
+            &self.epoll,
+            &fd,
+            epoll::EventData::new_u64(TOKEN_SERVICE_DIRS),
+            epoll::EventFlags::IN,
+        )
+        .is_ok()
+        {
+            self.activation.watch = Some(fd);
+        }
+    }
+
+    /// Something changed in a service directory.
+    pub fn service_dirs_changed(&mut self) {
+        if let Some(fd) = &self.activation.watch {
+            let mut buf = [0u8; 4096];
+            while matches!(rustix::io::read(fd, &mut buf), Ok(n) if n > 0) {}
+        }
+        self.rescan_services();
     }
 
     pub fn is_activatable(&self, name: &str) -> bool {

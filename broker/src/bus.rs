@@ -60,6 +60,8 @@ pub struct PeerStats {
 
 pub struct Peer {
     pub id: ConnId,
+    /// `:1.<id>`, kept so that stamping a message does not format it again.
+    pub unique: String,
     pub fd: OwnedFd,
     pub phase: Phase,
     pub creds: PeerCredentials,
@@ -74,7 +76,7 @@ pub struct Peer {
 
 impl Peer {
     pub fn unique_name(&self) -> String {
-        unique_name(self.id)
+        self.unique.clone()
     }
 
     pub fn is_active(&self) -> bool {
@@ -226,6 +228,8 @@ impl Bus {
                     self.handle_signals();
                 } else if token >= TOKEN_LISTENER_BASE {
                     self.accept_all((token - TOKEN_LISTENER_BASE) as usize);
+                } else if token == crate::activation::TOKEN_SERVICE_DIRS {
+                    self.service_dirs_changed();
                 } else if token >= crate::activation::TOKEN_CHILD_BASE {
                     self.child_exited((token - crate::activation::TOKEN_CHILD_BASE) as u32);
                 } else if let Some(peer) = self.peers.get_mut(&token) {
@@ -351,6 +355,7 @@ impl Bus {
             let sasl = Sasl::new(auth, accepted.credentials.uid);
             let peer = Peer {
                 id,
+                unique: unique_name(id),
                 fd: accepted.fd,
                 phase: Phase::Auth(Box::new(sasl)),
                 creds: accepted.credentials,
@@ -413,11 +418,10 @@ impl Bus {
                             return;
                         }
                         handled += 1;
-                        let sender = peer.unique_name();
-                        let inbuf = &mut peer.inbuf;
+                        let (inbuf, sender) = (&mut peer.inbuf, &peer.unique);
                         let mut fds = std::mem::take(&mut inbuf.fds);
                         let stamped =
-                            wire::stamp_client_message(&inbuf.pending()[..len], &sender, |n| {
+                            wire::stamp_client_message(&inbuf.pending()[..len], sender, |n| {
                                 (fds.len() >= n).then(|| fds.drain(..n).collect())
                             });
                         inbuf.fds = fds;
@@ -465,9 +469,6 @@ impl Bus {
     }
 
     fn authenticated(&mut self, id: ConnId, identity: Identity, unix_fds: bool) {
-        let Some(peer) = self.peers.get_mut(&id) else {
-            return;
-        };
         if let Identity::Uid(uid) = identity {
             // The session bus lets only its own user in, unless the configuration says more.
             if !crate::access::allows_user(&self.config, uid, self.bus_uid) {
@@ -475,7 +476,24 @@ impl Bus {
                 self.doom(id, why);
                 return;
             }
+            let limit = self.config.limits.max_connections_per_user;
+            let same_user = self
+                .peers
+                .values()
+                .filter(|p| p.id != id && !matches!(p.phase, Phase::Auth(_)))
+                .filter(|p| p.creds.uid == Some(uid))
+                .count() as u64;
+            if same_user >= limit {
+                let why = format!(
+                    "The maximum number of active connections for UID {uid} has been reached (max_connections_per_user={limit})"
+                );
+                self.doom(id, why);
+                return;
+            }
         }
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
         peer.phase = Phase::Unregistered;
         peer.unix_fds = unix_fds;
         peer.auth_deadline = None;
@@ -609,7 +627,7 @@ impl Bus {
                     unix_fd_capable: true,
                 });
                 self.config = Arc::new(config);
-                self.rescan_services();
+                self.load_services();
                 info!(
                     "configuration reloaded from {} (requested by {who})",
                     path.display()

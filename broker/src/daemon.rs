@@ -178,7 +178,7 @@ pub fn run(args: Args) -> ExitCode {
     };
     bus.systemd_activation = args.systemd_activation;
     bus.address = printed_address.clone();
-    bus.rescan_services();
+    bus.load_services();
     if let Err(e) = bus.watch_signals(signals) {
         error!("cannot watch signals: {e}");
         return ExitCode::FAILURE;
