@@ -1,89 +1,210 @@
 //! Access checks the router and the driver ask before they act: who may connect, own a name,
-//! send, receive and eavesdrop.
-//!
-//! The dbus-daemon `<policy>` engine (telbus-policy) is not wired in yet: until it is, every
-//! check here answers with what the permissive session policy answers, and the reference-suite
-//! cases that test denials are listed as expected failures (dbus-tests/reference-expected-failures.txt).
+//! send, receive and eavesdrop. The decisions come from the configuration's `<policy>` rules,
+//! compiled by telbus-policy into per-connection tables when the connection authenticates;
+//! this module only gathers the facts about a message and words the refusals as dbus-daemon
+//! does, with the rule that decided.
 
-use telbus_busconfig::BusConfig;
+use telbus_policy::{Decision, Denial, MessageFacts, MessageType, PeerIdentity, PeerPolicy};
+use tracing::info;
 use zbus::Message;
+use zbus::message::Type;
 
 use crate::ConnId;
-use crate::bus::Bus;
+use crate::bus::{Bus, DRIVER, unique_name};
 use crate::wire::Route;
 
-/// May `uid` connect? dbus-daemon's rule without `<allow user=…>` rules: only the bus's own user.
-pub fn allows_user(config: &BusConfig, uid: u32, bus_uid: u32) -> bool {
-    use telbus_busconfig::{PolicyContext, RuleKind};
-    if uid == bus_uid {
-        return true;
+fn message_type(t: Type) -> MessageType {
+    match t {
+        Type::MethodCall => MessageType::MethodCall,
+        Type::MethodReturn => MessageType::MethodReturn,
+        Type::Error => MessageType::Error,
+        Type::Signal => MessageType::Signal,
     }
-    // Connection rules (<allow user="…"/>, <allow group="…"/>) of the default context.
-    let mut allowed = false;
-    for section in &config.policies {
-        if !matches!(section.context, PolicyContext::Default) {
-            continue;
-        }
-        for rule in &section.rules {
-            if let RuleKind::User(who) = &rule.kind {
-                if who == "*"
-                    || who.parse::<u32>() == Ok(uid)
-                    || user_name_of(uid).as_deref() == Some(who.as_str())
-                {
-                    allowed = rule.allow;
-                }
-            }
-        }
-    }
-    allowed
 }
 
-fn user_name_of(uid: u32) -> Option<String> {
-    // SAFETY: getpwuid returns static storage, read at once on this thread.
-    unsafe {
-        let pw = libc::getpwuid(uid);
-        if pw.is_null() {
-            return None;
-        }
-        Some(
-            std::ffi::CStr::from_ptr((*pw).pw_name)
-                .to_string_lossy()
-                .into_owned(),
-        )
+fn type_name(t: Type) -> &'static str {
+    match t {
+        Type::MethodCall => "method_call",
+        Type::MethodReturn => "method_return",
+        Type::Error => "error",
+        Type::Signal => "signal",
+    }
+}
+
+/// The facts about a message that policy rules test.
+fn facts<'m>(msg: &'m Message, route: &Route<'m>, requested_reply: bool) -> MessageFacts<'m> {
+    let _ = msg;
+    MessageFacts {
+        msg_type: message_type(route.msg_type),
+        interface: route.interface,
+        member: route.member,
+        path: route.path,
+        error_name: route.error_name,
+        broadcast: route.destination.is_none(),
+        requested_reply,
+        unix_fds: route.unix_fds,
+    }
+}
+
+fn rule_text(denial: &Denial) -> String {
+    match &denial.rule {
+        Some(origin) => format!(
+            " (denied by the rule at {}:{})",
+            origin.file.display(),
+            origin.line
+        ),
+        None => " (denied by default)".to_string(),
     }
 }
 
 impl Bus {
-    /// None if `from` may own `name`; otherwise why not (appended to the error text).
-    pub fn check_own(&self, _from: ConnId, _name: &str) -> Option<String> {
-        None
+    /// The policy of a connection that just authenticated, from its credentials.
+    pub fn policy_for(&self, uid: u32, gids: &[u32]) -> PeerPolicy {
+        self.policy.for_peer(&PeerIdentity {
+            uid,
+            gids: gids.to_vec(),
+            at_console: false,
+        })
     }
 
-    /// Ok if `from` may send this message to `to` and `to` may receive it.
+    /// May `uid` connect at all (`<allow user=…>`, and the session bus's own-user default)?
+    pub fn allows_user(&self, uid: u32, gids: &[u32]) -> bool {
+        matches!(
+            self.policy.allows_user(uid, gids, self.bus_uid),
+            Decision::Allow
+        )
+    }
+
+    /// Names to test send_destination / receive_sender rules against: those the connection
+    /// owns, and its unique name.
+    fn names_of(&self, conn: ConnId) -> Vec<&str> {
+        let mut names: Vec<&str> = self.names.owned_by(conn).collect();
+        if let Some(peer) = self.peers.get(&conn) {
+            names.push(peer.unique.as_str());
+        }
+        names
+    }
+
+    /// None if `from` may own `name`; otherwise the text that says which rule refused it.
+    pub fn check_own(&self, from: ConnId, name: &str) -> Option<String> {
+        let peer = self.peers.get(&from)?;
+        match peer.policy.as_ref()?.can_own(name) {
+            Decision::Allow => None,
+            Decision::Deny(denial) => {
+                let text = rule_text(&denial);
+                info!(
+                    "{} ({}) may not own {name}{text}",
+                    peer.unique,
+                    peer.loginfo()
+                );
+                Some(text)
+            }
+        }
+    }
+
+    /// dbus-daemon's wording of a refused message, with the rule that refused it.
+    fn rejected(
+        &self,
+        what: &str,
+        from: ConnId,
+        to: Option<ConnId>,
+        route: &Route<'_>,
+        requested_reply: bool,
+        denial: &Denial,
+    ) -> String {
+        let who = |id: ConnId| {
+            self.peers.get(&id).map_or_else(
+                || unique_name(id),
+                |p| format!("{}\" ({})", p.unique, p.loginfo()),
+            )
+        };
+        let destination = match to {
+            Some(id) => who(id),
+            None => format!("{}\" (bus)", route.destination.unwrap_or(DRIVER)),
+        };
+        let text = format!(
+            "Rejected {what} message, {} matched rules; type=\"{}\", sender=\"{}, interface=\"{}\" member=\"{}\" error name=\"{}\" requested_reply=\"{}\" destination=\"{}{}",
+            denial.matched_rules,
+            type_name(route.msg_type),
+            who(from),
+            route.interface.unwrap_or("(unset)"),
+            route.member.unwrap_or("(unset)"),
+            route.error_name.unwrap_or("(unset)"),
+            requested_reply as u8,
+            destination,
+            rule_text(denial),
+        );
+        info!("{text}");
+        text
+    }
+
+    /// Ok if `from` may send this message to `to` (None: the bus driver) and `to` may receive it.
     pub fn check_send(
         &self,
-        _from: ConnId,
-        _to: ConnId,
-        _msg: &Message,
-        _route: &Route<'_>,
-        _is_reply: bool,
+        from: ConnId,
+        to: Option<ConnId>,
+        msg: &Message,
+        route: &Route<'_>,
+        is_reply: bool,
     ) -> Result<(), String> {
+        let facts = facts(msg, route, is_reply);
+        let sender_policy = self.peers.get(&from).and_then(|p| p.policy.as_ref());
+        if let Some(policy) = sender_policy {
+            let receiver_names = to.map(|id| self.names_of(id)).unwrap_or_default();
+            if let Decision::Deny(denial) = policy.can_send(&facts, &receiver_names, to.is_none()) {
+                return Err(self.rejected("send", from, to, route, is_reply, &denial));
+            }
+        }
+        let Some(to) = to else {
+            return Ok(());
+        };
+        if let Some(policy) = self.peers.get(&to).and_then(|p| p.policy.as_ref()) {
+            let sender_names = self.names_of(from);
+            if let Decision::Deny(denial) = policy.can_receive(&facts, &sender_names, false, false)
+            {
+                return Err(self.rejected("receive", from, Some(to), route, is_reply, &denial));
+            }
+        }
         Ok(())
     }
 
-    /// Ok if `to` may receive this broadcast from `from`.
+    /// Ok if the bus may pass a message from itself to `to`: the receive rules of `to` apply
+    /// (a reply to a call it made is a requested reply).
+    pub fn check_receive_from_driver(&self, to: ConnId, msg: &Message, route: &Route<'_>) -> bool {
+        let facts = facts(msg, route, route.msg_type != Type::Signal);
+        match self.peers.get(&to).and_then(|p| p.policy.as_ref()) {
+            Some(policy) => matches!(
+                policy.can_receive(&facts, &[DRIVER], true, false),
+                Decision::Allow
+            ),
+            None => true,
+        }
+    }
+
+    /// Ok if `to` may receive this broadcast (or eavesdropped copy) from `from`.
     pub fn check_receive_broadcast(
         &self,
-        _from: ConnId,
-        _to: ConnId,
-        _msg: &Message,
-        _route: &Route<'_>,
+        from: ConnId,
+        to: ConnId,
+        msg: &Message,
+        route: &Route<'_>,
+        eavesdropping: bool,
     ) -> Result<(), String> {
+        let facts = facts(msg, route, false);
+        if let Some(policy) = self.peers.get(&from).and_then(|p| p.policy.as_ref()) {
+            let receiver_names = self.names_of(to);
+            if let Decision::Deny(denial) = policy.can_send(&facts, &receiver_names, false) {
+                return Err(rule_text(&denial));
+            }
+        }
+        if let Some(policy) = self.peers.get(&to).and_then(|p| p.policy.as_ref()) {
+            let sender_names = self.names_of(from);
+            if let Decision::Deny(denial) =
+                policy.can_receive(&facts, &sender_names, false, eavesdropping)
+            {
+                return Err(rule_text(&denial));
+            }
+        }
         Ok(())
-    }
-
-    /// May `who` see messages addressed to others (match rules with eavesdrop='true')?
-    pub fn may_eavesdrop(&self, _who: ConnId) -> bool {
-        true
     }
 }

@@ -72,6 +72,8 @@ pub struct Peer {
     /// The socket may have more to read (edge-triggered readiness not consumed yet).
     pub readable: bool,
     pub stats: PeerStats,
+    /// The policy rules that apply to this connection (set once it authenticated).
+    pub policy: Option<telbus_policy::PeerPolicy>,
 }
 
 impl Peer {
@@ -107,6 +109,8 @@ pub struct Bus {
     pub matches: MatchIndex<ConnId>,
     pub replies: ReplyTracker,
     pub config: Arc<BusConfig>,
+    /// The configuration's `<policy>` rules, compiled.
+    pub policy: telbus_policy::Policy,
     pub auth: Arc<AuthConfig>,
     pub guid: String,
     pub machine_id: String,
@@ -140,6 +144,8 @@ impl Bus {
         listeners: Vec<Listener>,
         guid: String,
     ) -> std::io::Result<Bus> {
+        let policy = telbus_policy::Policy::compile(&config.policies)
+            .map_err(|e| std::io::Error::other(format!("invalid policy: {e}")))?;
         let epoll_fd = epoll::create(epoll::CreateFlags::CLOEXEC)?;
         for (i, l) in listeners.iter().enumerate() {
             epoll::add(
@@ -163,6 +169,7 @@ impl Bus {
             matches: MatchIndex::new(),
             replies: ReplyTracker::default(),
             config: Arc::new(config),
+            policy,
             auth,
             guid,
             machine_id: crate::machine_id(),
@@ -365,6 +372,7 @@ impl Bus {
                 auth_deadline: Some(Instant::now() + limits.auth_timeout),
                 readable: true,
                 stats: PeerStats::default(),
+                policy: None,
             };
             debug!("connection {id} accepted ({})", peer.loginfo());
             self.peers.insert(id, peer);
@@ -469,9 +477,14 @@ impl Bus {
     }
 
     fn authenticated(&mut self, id: ConnId, identity: Identity, unix_fds: bool) {
+        let groups = self
+            .peers
+            .get(&id)
+            .map(|p| p.creds.groups.clone())
+            .unwrap_or_default();
         if let Identity::Uid(uid) = identity {
             // The session bus lets only its own user in, unless the configuration says more.
-            if !crate::access::allows_user(&self.config, uid, self.bus_uid) {
+            if !self.allows_user(uid, &groups) {
                 let why = format!("uid {uid} is not allowed to connect to this bus");
                 self.doom(id, why);
                 return;
@@ -491,9 +504,15 @@ impl Bus {
                 return;
             }
         }
+        let policy = match identity {
+            Identity::Uid(uid) => self.policy_for(uid, &groups),
+            // Anonymous clients get the rules that apply to no user in particular.
+            Identity::Anonymous => self.policy_for(u32::MAX, &[]),
+        };
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
+        peer.policy = Some(policy);
         peer.phase = Phase::Unregistered;
         peer.unix_fds = unix_fds;
         peer.auth_deadline = None;
@@ -618,8 +637,25 @@ impl Bus {
             info!("reload requested by {who}: the embedded configuration does not change");
             return Ok(());
         };
-        match crate::daemon::load_config(&path, None) {
-            Ok(config) => {
+        let loaded = crate::daemon::load_config(&path, None).and_then(|config| {
+            telbus_policy::Policy::compile(&config.policies)
+                .map(|policy| (config, policy))
+                .map_err(|e| format!("invalid policy: {e}"))
+        });
+        match loaded {
+            Ok((config, policy)) => {
+                // Connections keep their identity; their rules are selected again from the new
+                // policy, so a change applies to the next message.
+                for peer in self.peers.values_mut() {
+                    if let (Some(_), Some(uid)) = (&peer.policy, peer.creds.uid) {
+                        peer.policy = Some(policy.for_peer(&telbus_policy::PeerIdentity {
+                            uid,
+                            gids: peer.creds.groups.clone(),
+                            at_console: false,
+                        }));
+                    }
+                }
+                self.policy = policy;
                 self.auth = Arc::new(AuthConfig {
                     mechanisms: config.auth.clone(),
                     allow_anonymous: config.allow_anonymous,

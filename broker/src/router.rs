@@ -41,7 +41,13 @@ impl Bus {
         }
         self.capture(&msg, from, None);
         match route.destination {
-            Some(DRIVER) => self.driver_call(from, &msg, &route),
+            Some(DRIVER) => {
+                if let Err(denied) = self.check_send(from, None, &msg, &route, false) {
+                    self.send_error(from, &header, crate::driver::ACCESS_DENIED, &denied);
+                    return;
+                }
+                self.driver_call(from, &msg, &route)
+            }
             Some(dest) => self.unicast(from, &msg, &route, dest),
             None if route.msg_type == Type::Signal => self.broadcast(from, &msg, &route),
             // A call without a destination is for the peer at the other end of a
@@ -115,7 +121,7 @@ impl Bus {
             );
             return;
         }
-        if let Err(denied) = self.check_send(from, to, msg, route, is_reply) {
+        if let Err(denied) = self.check_send(from, Some(to), msg, route, is_reply) {
             self.send_error(from, &header, crate::driver::ACCESS_DENIED, &denied);
             return;
         }
@@ -183,10 +189,11 @@ impl Bus {
                 debug!("broadcast with fds not delivered to {}", unique_name(to));
                 continue;
             }
-            if addressed.is_some() && !self.may_eavesdrop(to) {
-                continue;
-            }
-            if self.check_receive_broadcast(from, to, msg, route).is_err() {
+            let eavesdropping = addressed.is_some();
+            if self
+                .check_receive_broadcast(from, to, msg, route, eavesdropping)
+                .is_err()
+            {
                 continue;
             }
             if self.enqueue(to, msg.clone()).is_err() {
@@ -232,17 +239,24 @@ impl Bus {
     /// A message from the bus itself to one connection.
     pub fn deliver_from_driver(&mut self, to: ConnId, msg: Message) {
         self.capture(&msg, 0, Some(to));
+        let header = msg.header();
+        let route = Route::of(&header);
+        if !self.check_receive_from_driver(to, &msg, &route) {
+            debug!(
+                "policy keeps a message from the bus from {}",
+                unique_name(to)
+            );
+            return;
+        }
         if self.enqueue(to, msg.clone()).is_err() {
             warn!(
                 "{} does not read its messages: a message from the bus was dropped",
                 unique_name(to)
             );
         }
-        let header = msg.header();
-        let route = Route::of(&header);
         let recipients = self.match_recipients(None, &msg, &route, Some(to));
         for id in recipients {
-            if id != to && self.may_eavesdrop(id) {
+            if id != to && self.check_receive_from_driver(id, &msg, &route) {
                 let _ = self.enqueue(id, msg.clone());
             }
         }
@@ -256,6 +270,7 @@ impl Bus {
         let recipients = self.match_recipients(None, &msg, &route, None);
         for id in recipients {
             if self.peers.get(&id).is_some_and(|p| p.is_active())
+                && self.check_receive_from_driver(id, &msg, &route)
                 && self.enqueue(id, msg.clone()).is_err()
             {
                 warn!(
