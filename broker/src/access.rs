@@ -40,7 +40,8 @@ fn facts<'m>(msg: &'m Message, route: &Route<'m>, requested_reply: bool) -> Mess
         member: route.member,
         path: route.path,
         error_name: route.error_name,
-        broadcast: route.destination.is_none(),
+        destination: route.destination,
+        is_reply: route.reply_serial.is_some(),
         requested_reply,
         unix_fds: route.unix_fds,
     }
