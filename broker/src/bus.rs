@@ -124,6 +124,7 @@ pub struct Bus {
     /// Peers to close at the end of this turn.
     doomed: Vec<(ConnId, String)>,
     pub signal_pipe: Option<OwnedFd>,
+    signal_flags: crate::daemon::SignalFlags,
     pub shutdown: bool,
     pub reload_requested: bool,
     /// The config file, for ReloadConfig and SIGHUP.
@@ -180,6 +181,7 @@ impl Bus {
             ready: VecDeque::new(),
             doomed: Vec::new(),
             signal_pipe: None,
+            signal_flags: Default::default(),
             shutdown: false,
             reload_requested: false,
             config_path,
@@ -192,7 +194,12 @@ impl Bus {
         })
     }
 
-    pub fn watch_signals(&mut self, pipe: OwnedFd) -> std::io::Result<()> {
+    pub fn watch_signals(
+        &mut self,
+        pipe: OwnedFd,
+        flags: crate::daemon::SignalFlags,
+    ) -> std::io::Result<()> {
+        self.signal_flags = flags;
         epoll::add(
             &self.epoll,
             &pipe,
@@ -295,13 +302,13 @@ impl Bus {
             if n == 0 {
                 break;
             }
-            for &sig in &buf[..n] {
-                match sig as i32 {
-                    libc::SIGHUP => self.reload_requested = true,
-                    libc::SIGTERM | libc::SIGINT => self.shutdown = true,
-                    _ => {}
-                }
-            }
+        }
+        use std::sync::atomic::Ordering;
+        if self.signal_flags.hangup.swap(false, Ordering::Relaxed) {
+            self.reload_requested = true;
+        }
+        if self.signal_flags.terminate.load(Ordering::Relaxed) {
+            self.shutdown = true;
         }
     }
 

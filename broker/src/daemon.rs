@@ -5,6 +5,8 @@ use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use telbus_broker::transport::{self, Listener};
 use telbus_busconfig::{BusConfig, BusKind};
@@ -55,6 +57,7 @@ fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
 }
@@ -179,7 +182,8 @@ pub fn run(args: Args) -> ExitCode {
     bus.systemd_activation = args.systemd_activation;
     bus.address = printed_address.clone();
     bus.load_services();
-    if let Err(e) = bus.watch_signals(signals) {
+    let (signals, flags) = signals;
+    if let Err(e) = bus.watch_signals(signals, flags) {
         error!("cannot watch signals: {e}");
         return ExitCode::FAILURE;
     }
@@ -198,16 +202,30 @@ pub fn run(args: Args) -> ExitCode {
     }
 }
 
-/// A pipe that SIGHUP, SIGTERM and SIGINT write their number into, for the event loop.
-fn signal_pipe() -> std::io::Result<OwnedFd> {
+/// Which signals arrived since the event loop last looked.
+#[derive(Default)]
+pub struct SignalFlags {
+    pub hangup: Arc<AtomicBool>,
+    pub terminate: Arc<AtomicBool>,
+}
+
+/// A pipe that wakes the event loop when SIGHUP, SIGTERM or SIGINT arrive, and the flags
+/// that say which did.
+fn signal_pipe() -> std::io::Result<(OwnedFd, SignalFlags)> {
     let (read, write) = rustix::pipe::pipe_with(
         rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
     )?;
     let write = std::os::unix::net::UnixStream::from(write);
-    for signal in [libc::SIGHUP, libc::SIGTERM, libc::SIGINT] {
+    let flags = SignalFlags::default();
+    for (signal, flag) in [
+        (libc::SIGHUP, &flags.hangup),
+        (libc::SIGTERM, &flags.terminate),
+        (libc::SIGINT, &flags.terminate),
+    ] {
+        signal_hook::flag::register(signal, flag.clone())?;
         signal_hook::low_level::pipe::register(signal, write.try_clone()?)?;
     }
-    Ok(read)
+    Ok((read, flags))
 }
 
 /// Tell systemd we are ready, when it started us with a notify socket.

@@ -131,6 +131,11 @@ impl Bus {
         let member = route.member.unwrap_or_default();
         let registered = self.peers.get(&from).is_some_and(|p| p.is_active());
         if !registered && member != "Hello" {
+            tracing::debug!(
+                "{} called {member} before Hello (interface {:?})",
+                unique_name(from),
+                route.interface
+            );
             self.send_error(
                 from,
                 &header,

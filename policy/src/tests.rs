@@ -2,7 +2,7 @@ use super::*;
 use std::path::Path;
 
 fn policy(xml: &str) -> Policy {
-    let config = telbus_busconfig::load_str(&format!("<busconfig>{xml}</busconfig>"), Path::new("/t.conf")).unwrap();
+    let config = telbus_busconfig::load_str(&format!("<busconfig><listen>unix:tmpdir=/tmp</listen>{xml}</busconfig>"), Path::new("/t.conf")).unwrap();
     Policy::compile(&config.policies).unwrap()
 }
 
