@@ -591,7 +591,7 @@ impl Bus {
             self.send_error_to_caller(
                 key,
                 "org.freedesktop.DBus.Error.NoReply",
-                "Did not receive a reply. Possible causes include: the remote application did not send a reply, the message bus security policy blocked the reply, the reply timeout expired, or the network connection was broken.",
+                "Message did not receive a reply (timeout by message bus)",
             );
         }
     }

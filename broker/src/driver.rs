@@ -438,7 +438,8 @@ impl Bus {
         }
         let limit = self.config.limits.max_names_per_connection;
         let already = self.names.queue(name).is_some_and(|q| q.contains(&from));
-        if !already && self.names.claims_of(from) as u64 >= limit {
+        // Like dbus-daemon, the unique name counts as one of the names a connection owns.
+        if !already && self.names.claims_of(from) as u64 + 1 >= limit {
             let text = format!(
                 "Connection \"{me}\" is not allowed to own more services (increase limits in configuration file if required; max_names_per_connection={limit})"
             );
