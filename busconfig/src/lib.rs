@@ -73,9 +73,7 @@ pub use defaults::{BusKind, default_config_path, embedded_default};
 pub use limits::{DEFAULT_MESSAGE_UNIX_FDS, Limits, MAXIMUM_MESSAGE_UNIX_FDS, parse_c_long};
 pub use loader::{selinux_enabled, selinux_policy_root};
 pub use model::{AppArmorMode, BusConfig, ConfigError, ConfigWarning, Origin, ServiceDir};
-pub use rules::{
-    MessageKind, PolicyContext, PolicySection, ReceiveRule, Rule, RuleKind, SendRule,
-};
+pub use rules::{MessageKind, PolicyContext, PolicySection, ReceiveRule, Rule, RuleKind, SendRule};
 pub use servicedirs::{session_service_dirs, system_service_dirs};
 pub use users::{lookup_group, lookup_user, user_name};
 

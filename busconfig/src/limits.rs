@@ -129,16 +129,12 @@ impl Limits {
             "max_connections_per_user" => Slot::Int(&mut self.max_connections_per_user),
             "max_pending_service_starts" => Slot::Int(&mut self.max_pending_service_starts),
             "max_names_per_connection" => Slot::Int(&mut self.max_names_per_connection),
-            "max_match_rules_per_connection" => {
-                Slot::Int(&mut self.max_match_rules_per_connection)
-            }
+            "max_match_rules_per_connection" => Slot::Int(&mut self.max_match_rules_per_connection),
             "max_replies_per_connection" => Slot::Int(&mut self.max_replies_per_connection),
             "max_containers" => Slot::Int(&mut self.max_containers),
             "max_containers_per_user" => Slot::Int(&mut self.max_containers_per_user),
             "max_container_metadata_bytes" => Slot::Int(&mut self.max_container_metadata_bytes),
-            "max_connections_per_container" => {
-                Slot::Int(&mut self.max_connections_per_container)
-            }
+            "max_connections_per_container" => Slot::Int(&mut self.max_connections_per_container),
             _ => return Err(format!("There is no limit called \"{name}\"")),
         };
         match slot {
@@ -220,6 +216,10 @@ pub(crate) fn parse_c_integer(text: &str) -> Option<(i64, usize)> {
     if i == start {
         return None;
     }
-    let value = if negative { value } else { value.checked_neg()? };
+    let value = if negative {
+        value
+    } else {
+        value.checked_neg()?
+    };
     Some((value, i))
 }

@@ -20,8 +20,8 @@ use crate::servicedirs;
 use crate::users::{lookup_group, lookup_user};
 use crate::xml::{Position, XmlEvent, XmlReader};
 
-/// A failure to load, and whether it was a missing file (which `ignore_missing` forgives,
-/// even when the missing file is included from the file it names).
+/// A failure to load, and whether it was a missing file: `ignore_missing` forgives that, as
+/// in dbus-daemon, even when the missing file is one the included file includes.
 pub(crate) struct LoadError {
     pub error: ConfigError,
     file_not_found: bool,
@@ -45,8 +45,8 @@ pub(crate) fn load_file(path: &Path) -> Result<BusConfig, ConfigError> {
 /// Load configuration text that stands for `path`.
 pub(crate) fn load_text(text: &str, path: &Path) -> Result<BusConfig, ConfigError> {
     let mut includes = vec![canonical(path)];
-    let config = parse(text, path, BusConfig::default().limits, &mut includes)
-        .map_err(|e| e.error)?;
+    let config =
+        parse(text, path, BusConfig::default().limits, &mut includes).map_err(|e| e.error)?;
     if config.listen.is_empty() {
         return Err(ConfigError {
             file: path.to_path_buf(),
@@ -251,7 +251,9 @@ fn yes_no(value: Option<&str>, attribute: &str) -> Result<bool, String> {
     match value {
         None | Some("no") => Ok(false),
         Some("yes") => Ok(true),
-        Some(_) => Err(format!("{attribute} attribute must have value \"yes\" or \"no\"")),
+        Some(_) => Err(format!(
+            "{attribute} attribute must have value \"yes\" or \"no\""
+        )),
     }
 }
 
@@ -413,7 +415,11 @@ impl FileParser<'_> {
                 let values = only_attributes(
                     &name,
                     attributes,
-                    &["ignore_missing", "if_selinux_enabled", "selinux_root_relative"],
+                    &[
+                        "ignore_missing",
+                        "if_selinux_enabled",
+                        "selinux_root_relative",
+                    ],
                 )
                 .map_err(err)?;
                 let kind = Kind::Include {
@@ -692,7 +698,10 @@ impl FileParser<'_> {
     }
 
     fn end_element(&mut self, name: &str) -> Result<(), LoadError> {
-        let frame = self.stack.last().expect("the XML layer matches ends to starts");
+        let frame = self
+            .stack
+            .last()
+            .expect("the XML layer matches ends to starts");
         debug_assert_eq!(frame.name, name);
         let needs_content = matches!(
             frame.kind,
@@ -719,10 +728,7 @@ impl FileParser<'_> {
     fn include(&mut self, path: &Path, ignore_missing: bool) -> Result<(), LoadError> {
         let canonical = canonical(path);
         if self.includes.contains(&canonical) {
-            return Err(self.error(format!(
-                "Circular inclusion of file '{}'",
-                path.display()
-            )));
+            return Err(self.error(format!("Circular inclusion of file '{}'", path.display())));
         }
         let text = match read(path) {
             Ok(text) => text,

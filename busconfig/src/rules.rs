@@ -102,7 +102,10 @@ pub enum RuleKind {
     Receive(ReceiveRule),
     /// `own="name"` (prefix false; `*` is any name) or `own_prefix="name"` (prefix true: the
     /// name and names below it).
-    Own { name: String, prefix: bool },
+    Own {
+        name: String,
+        prefix: bool,
+    },
     /// A connection rule: may this user connect (`*` for everyone)? Only meaningful in the
     /// default and mandatory contexts.
     User(String),
@@ -270,7 +273,9 @@ pub(crate) fn parse_rule(
         .count();
 
     if !(any_send || any_receive || others > 0) {
-        return Err(format!("Element <{element}> must have one or more attributes"));
+        return Err(format!(
+            "Element <{element}> must have one or more attributes"
+        ));
     }
     if (a.has("send_member") && !a.has("send_interface") && !a.has("send_path"))
         || (a.has("receive_member") && !a.has("receive_interface") && !a.has("receive_path"))
@@ -332,7 +337,9 @@ pub(crate) fn parse_rule(
     if let Some(user) = a.get("user") {
         return Ok(RuleKind::User(user.to_string()));
     }
-    let group = a.get("group").expect("one of the attribute groups is present");
+    let group = a
+        .get("group")
+        .expect("one of the attribute groups is present");
     Ok(RuleKind::Group(group.to_string()))
 }
 

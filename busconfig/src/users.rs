@@ -19,7 +19,9 @@ fn as_number(text: &str) -> Option<u32> {
 }
 
 /// Call a getpw*_r/getgr*_r style function, growing the buffer while it says ERANGE.
-fn with_buffer<T>(mut call: impl FnMut(&mut [libc::c_char]) -> Result<Option<T>, i32>) -> Option<T> {
+fn with_buffer<T>(
+    mut call: impl FnMut(&mut [libc::c_char]) -> Result<Option<T>, i32>,
+) -> Option<T> {
     let mut size = 1024;
     loop {
         let mut buffer = vec![0 as libc::c_char; size];
@@ -45,7 +47,13 @@ fn passwd_by_uid(uid: u32) -> Option<Passwd> {
         // SAFETY: every pointer is valid for the call; on success `result` points at `pw`,
         // whose strings live in `buffer` and are copied out before it is dropped.
         let rc = unsafe {
-            libc::getpwuid_r(uid, pw.as_mut_ptr(), buffer.as_mut_ptr(), buffer.len(), &mut result)
+            libc::getpwuid_r(
+                uid,
+                pw.as_mut_ptr(),
+                buffer.as_mut_ptr(),
+                buffer.len(),
+                &mut result,
+            )
         };
         if rc != 0 {
             return Err(rc);
@@ -73,7 +81,13 @@ fn passwd_by_name(name: &str) -> Option<u32> {
         let mut result = std::ptr::null_mut();
         // SAFETY: as in passwd_by_uid.
         let rc = unsafe {
-            libc::getpwnam_r(name.as_ptr(), pw.as_mut_ptr(), buffer.as_mut_ptr(), buffer.len(), &mut result)
+            libc::getpwnam_r(
+                name.as_ptr(),
+                pw.as_mut_ptr(),
+                buffer.as_mut_ptr(),
+                buffer.len(),
+                &mut result,
+            )
         };
         if rc != 0 {
             return Err(rc);
@@ -89,7 +103,13 @@ fn group_by_gid(gid: u32) -> Option<u32> {
         let mut result = std::ptr::null_mut();
         // SAFETY: as in passwd_by_uid.
         let rc = unsafe {
-            libc::getgrgid_r(gid, gr.as_mut_ptr(), buffer.as_mut_ptr(), buffer.len(), &mut result)
+            libc::getgrgid_r(
+                gid,
+                gr.as_mut_ptr(),
+                buffer.as_mut_ptr(),
+                buffer.len(),
+                &mut result,
+            )
         };
         if rc != 0 {
             return Err(rc);
@@ -106,7 +126,13 @@ fn group_by_name(name: &str) -> Option<u32> {
         let mut result = std::ptr::null_mut();
         // SAFETY: as in passwd_by_uid.
         let rc = unsafe {
-            libc::getgrnam_r(name.as_ptr(), gr.as_mut_ptr(), buffer.as_mut_ptr(), buffer.len(), &mut result)
+            libc::getgrnam_r(
+                name.as_ptr(),
+                gr.as_mut_ptr(),
+                buffer.as_mut_ptr(),
+                buffer.len(),
+                &mut result,
+            )
         };
         if rc != 0 {
             return Err(rc);

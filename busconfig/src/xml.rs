@@ -155,8 +155,8 @@ impl<'a> XmlReader<'a> {
                         return Err(self.error(offset, "DOCTYPE after the root element"));
                     }
                     let text = doctype.into_inner();
-                    self.entities = internal_entities(&text)
-                        .map_err(|message| self.error(offset, message))?;
+                    self.entities =
+                        internal_entities(&text).map_err(|message| self.error(offset, message))?;
                 }
                 Event::Start(start) => return self.start(&start, offset).map(Some),
                 Event::Empty(start) => {
@@ -201,7 +201,10 @@ impl<'a> XmlReader<'a> {
                 Event::Eof => {
                     if self.depth > 0 {
                         let end = self.lines.text.len() as u64;
-                        return Err(self.error(end, "unclosed element at the end of the document (truncated file?)"));
+                        return Err(self.error(
+                            end,
+                            "unclosed element at the end of the document (truncated file?)",
+                        ));
                     }
                     if !self.seen_root {
                         return Err(self.error(offset, "no element found"));
@@ -225,18 +228,27 @@ impl<'a> XmlReader<'a> {
         }
         let name = start.name().as_ref().to_string();
         if !is_xml_name(&name) {
-            return Err(self.error(offset, format!("not well-formed XML: invalid element name \"{name}\"")));
+            return Err(self.error(
+                offset,
+                format!("not well-formed XML: invalid element name \"{name}\""),
+            ));
         }
         let mut attributes: Vec<(String, String)> = Vec::new();
         for attribute in start.attributes() {
-            let attribute = attribute
-                .map_err(|e| self.error(offset, format!("not well-formed XML: {e}")))?;
+            let attribute =
+                attribute.map_err(|e| self.error(offset, format!("not well-formed XML: {e}")))?;
             let key = attribute.key.as_ref().to_string();
             if !is_xml_name(&key) {
-                return Err(self.error(offset, format!("not well-formed XML: invalid attribute name \"{key}\"")));
+                return Err(self.error(
+                    offset,
+                    format!("not well-formed XML: invalid attribute name \"{key}\""),
+                ));
             }
             if attributes.iter().any(|(k, _)| *k == key) {
-                return Err(self.error(offset, format!("not well-formed XML: duplicate attribute \"{key}\"")));
+                return Err(self.error(
+                    offset,
+                    format!("not well-formed XML: duplicate attribute \"{key}\""),
+                ));
             }
             let entities = &self.entities;
             let value = attribute
@@ -247,7 +259,9 @@ impl<'a> XmlReader<'a> {
                 .map_err(|e| format!("not well-formed XML: {e}"));
             let value = match value {
                 Ok(value) if value.contains('<') => {
-                    return Err(self.error(offset, "not well-formed XML: '<' in an attribute value"));
+                    return Err(
+                        self.error(offset, "not well-formed XML: '<' in an attribute value")
+                    );
                 }
                 Ok(value) => value.into_owned(),
                 Err(message) => return Err(self.error(offset, message)),

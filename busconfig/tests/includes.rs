@@ -61,11 +61,14 @@ fn included_files_merge_as_dbus_daemon_merges_them() {
     // Not merged: dbus-daemon only honours <syslog/> in the top-level file.
     assert!(!c.syslog);
     // Appended in document order.
-    assert_eq!(c.listen, [
-        "unix:tmpdir=/tmp",
-        "unix:path=/x",
-        "tcp:host=localhost,port=0"
-    ]);
+    assert_eq!(
+        c.listen,
+        [
+            "unix:tmpdir=/tmp",
+            "unix:path=/x",
+            "tcp:host=localhost,port=0"
+        ]
+    );
     assert_eq!(c.auth, ["EXTERNAL", "ANONYMOUS"]);
     // Service directories: no duplicates; relative to the file that names them.
     let dirs: Vec<&Path> = c.servicedirs.iter().map(|d| d.path.as_path()).collect();
@@ -76,7 +79,10 @@ fn included_files_merge_as_dbus_daemon_merges_them() {
     assert_eq!(c.limits.auth_timeout, Duration::from_millis(10));
     // Policies and files, with where they came from.
     assert_eq!(c.policies.len(), 1);
-    assert_eq!(&*c.policies[0].origin.file, t.path("sub/inc.conf").as_path());
+    assert_eq!(
+        &*c.policies[0].origin.file,
+        t.path("sub/inc.conf").as_path()
+    );
     assert_eq!(c.files, [main.clone(), t.path("sub/inc.conf")]);
 }
 
@@ -91,7 +97,10 @@ fn an_included_file_sees_the_limits_set_before_it_and_later_ones_win() {
              <limit name=\"max_match_rules_per_connection\">9</limit>"
         ),
     );
-    t.file("a.conf", "<limit name=\"max_match_rules_per_connection\">5</limit>");
+    t.file(
+        "a.conf",
+        "<limit name=\"max_match_rules_per_connection\">5</limit>",
+    );
     let c = load(&main).unwrap();
     assert_eq!(c.limits.max_replies_per_connection, 3);
     assert_eq!(c.limits.max_match_rules_per_connection, 9);
@@ -101,10 +110,22 @@ fn an_included_file_sees_the_limits_set_before_it_and_later_ones_win() {
 fn includedir_reads_conf_files_in_name_order_and_skips_broken_ones() {
     let t = Tree::new();
     let main = t.file("main.conf", &format!("{LISTEN}<includedir>d</includedir>"));
-    t.file("d/20-b.conf", "<policy context=\"default\"><allow own=\"b\"/></policy>");
-    t.file("d/10-a.conf", "<policy context=\"default\"><allow own=\"a\"/></policy>");
-    t.file("d/30-c.conf", "<policy context=\"default\"><allow own=\"c\"/><type>x</foo></policy>");
-    t.file("d/40-d.conf.disabled", "<policy context=\"default\"><allow own=\"d\"/></policy>");
+    t.file(
+        "d/20-b.conf",
+        "<policy context=\"default\"><allow own=\"b\"/></policy>",
+    );
+    t.file(
+        "d/10-a.conf",
+        "<policy context=\"default\"><allow own=\"a\"/></policy>",
+    );
+    t.file(
+        "d/30-c.conf",
+        "<policy context=\"default\"><allow own=\"c\"/><type>x</foo></policy>",
+    );
+    t.file(
+        "d/40-d.conf.disabled",
+        "<policy context=\"default\"><allow own=\"d\"/></policy>",
+    );
     t.file("d/.conf", "<type>hidden</type>");
     std::fs::create_dir(t.path("d/50-dir.conf")).unwrap();
     let c = load(&main).unwrap();
@@ -123,10 +144,21 @@ fn includedir_reads_conf_files_in_name_order_and_skips_broken_ones() {
     assert_eq!(c.conf_dirs, [t.path("d")]);
     // The broken file and the directory are reported, not fatal.
     assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
-    assert!(c.warnings[0].message.contains("30-c.conf"), "{}", c.warnings[0]);
-    assert!(c.warnings[1].message.contains("50-dir.conf"), "{}", c.warnings[1]);
+    assert!(
+        c.warnings[0].message.contains("30-c.conf"),
+        "{}",
+        c.warnings[0]
+    );
+    assert!(
+        c.warnings[1].message.contains("50-dir.conf"),
+        "{}",
+        c.warnings[1]
+    );
     // A broken file leaves nothing behind, limits included.
-    t.file("e/bad.conf", "<limit name=\"auth_timeout\">1</limit><bees/>");
+    t.file(
+        "e/bad.conf",
+        "<limit name=\"auth_timeout\">1</limit><bees/>",
+    );
     let main2 = t.file("main2.conf", &format!("{LISTEN}<includedir>e</includedir>"));
     let c = load(&main2).unwrap();
     assert_eq!(c.limits.auth_timeout, Duration::from_millis(30_000));
@@ -135,7 +167,10 @@ fn includedir_reads_conf_files_in_name_order_and_skips_broken_ones() {
 #[test]
 fn missing_includes() {
     let t = Tree::new();
-    let missing = t.file("a.conf", &format!("{LISTEN}<include>nothere.conf</include>"));
+    let missing = t.file(
+        "a.conf",
+        &format!("{LISTEN}<include>nothere.conf</include>"),
+    );
     let e = load(&missing).unwrap_err();
     assert_eq!(e.file, missing);
     assert_eq!(e.line, Some(1));
@@ -178,12 +213,18 @@ fn circular_includes_are_refused() {
     assert!(e.message.starts_with("Circular inclusion of file"), "{e}");
     assert_eq!(e.file, t.path("b.conf"));
 
-    let own = t.file("self.conf", &format!("{LISTEN}<include>self.conf</include>"));
+    let own = t.file(
+        "self.conf",
+        &format!("{LISTEN}<include>self.conf</include>"),
+    );
     assert!(load(&own).unwrap_err().message.contains("Circular"));
 
     // The same file twice, one after the other, is not a circle.
     t.file("leaf.conf", "<auth>EXTERNAL</auth>");
-    let twice = t.file("twice.conf", &format!("{LISTEN}<include>leaf.conf</include><include>leaf.conf</include>"));
+    let twice = t.file(
+        "twice.conf",
+        &format!("{LISTEN}<include>leaf.conf</include><include>leaf.conf</include>"),
+    );
     assert_eq!(load(&twice).unwrap().auth, ["EXTERNAL", "EXTERNAL"]);
 }
 
@@ -210,21 +251,33 @@ fn policy_sections_keep_document_order_across_includes() {
              <policy context=\"mandatory\"><deny own=\"m\"/></policy>"
         ),
     );
-    t.file("x.conf", "<policy user=\"root\"><allow own=\"r\"/></policy>");
+    t.file(
+        "x.conf",
+        "<policy user=\"root\"><allow own=\"r\"/></policy>",
+    );
     let c = load(&main).unwrap();
     let contexts: Vec<&PolicyContext> = c.policies.iter().map(|s| &s.context).collect();
-    assert_eq!(contexts, [
-        &PolicyContext::Default,
-        &PolicyContext::User("root".into()),
-        &PolicyContext::Mandatory
-    ]);
+    assert_eq!(
+        contexts,
+        [
+            &PolicyContext::Default,
+            &PolicyContext::User("root".into()),
+            &PolicyContext::Mandatory
+        ]
+    );
 }
 
 #[test]
 fn relative_paths_follow_the_including_file() {
     let t = Tree::new();
-    let main = t.file("etc/main.conf", &format!("{LISTEN}<include>../share/a.conf</include>"));
-    t.file("share/a.conf", "<includedir>a.d</includedir><servicedir>services</servicedir>");
+    let main = t.file(
+        "etc/main.conf",
+        &format!("{LISTEN}<include>../share/a.conf</include>"),
+    );
+    t.file(
+        "share/a.conf",
+        "<includedir>a.d</includedir><servicedir>services</servicedir>",
+    );
     t.file("share/a.d/x.conf", "<pidfile>relative.pid</pidfile>");
     let c = load(&main).unwrap();
     assert_eq!(c.files.len(), 3);

@@ -16,9 +16,12 @@ fn with_limit(name: &str, value: &str) -> Result<Limits, String> {
 
 #[test]
 fn defaults_are_dbus_daemons() {
-    let l = load_str("<busconfig><listen>unix:tmpdir=/tmp</listen></busconfig>", Path::new("/t.conf"))
-        .unwrap()
-        .limits;
+    let l = load_str(
+        "<busconfig><listen>unix:tmpdir=/tmp</listen></busconfig>",
+        Path::new("/t.conf"),
+    )
+    .unwrap()
+    .limits;
     assert_eq!(l, Limits::default());
     assert_eq!(l.max_incoming_bytes, 133_169_152);
     assert_eq!(l.max_outgoing_bytes, 133_169_152);
@@ -83,13 +86,19 @@ fn every_limit_can_be_set() {
 
 #[test]
 fn values_are_read_as_strtol_reads_them() {
-    let v = |text: &str| with_limit("max_names_per_connection", text).map(|l| l.max_names_per_connection);
+    let v = |text: &str| {
+        with_limit("max_names_per_connection", text).map(|l| l.max_names_per_connection)
+    };
     assert_eq!(v("42"), Ok(42));
     assert_eq!(v(" \n42\n "), Ok(42));
     assert_eq!(v("+42"), Ok(42));
     assert_eq!(v("0x2a"), Ok(42));
     assert_eq!(v("052"), Ok(42));
-    assert_eq!(v("42 bees"), Ok(42), "trailing text is ignored, as dbus-daemon ignores it");
+    assert_eq!(
+        v("42 bees"),
+        Ok(42),
+        "trailing text is ignored, as dbus-daemon ignores it"
+    );
     assert_eq!(v("0"), Ok(0));
     assert_eq!(v("0x"), Ok(0));
     assert_eq!(v("0xg"), Ok(0));
@@ -107,7 +116,12 @@ fn values_are_read_as_strtol_reads_them() {
 fn negative_and_too_large_values_are_refused() {
     for name in Limits::NAMES {
         let e = with_limit(name, "-1").unwrap_err();
-        assert!(e.ends_with(&format!("<limit name=\"{name}\"> must be a positive number")), "{e}");
+        assert!(
+            e.ends_with(&format!(
+                "<limit name=\"{name}\"> must be a positive number"
+            )),
+            "{e}"
+        );
     }
     // Byte and fd counts are C longs in dbus-daemon; the rest are ints.
     let wide = [
@@ -124,19 +138,27 @@ fn negative_and_too_large_values_are_refused() {
             assert!(result.is_ok(), "{name}");
         } else {
             let e = result.unwrap_err();
-            assert!(e.ends_with(&format!("<limit name=\"{name}\"> value is too large")), "{e}");
+            assert!(
+                e.ends_with(&format!("<limit name=\"{name}\"> value is too large")),
+                "{e}"
+            );
             assert!(with_limit(name, "2147483647").is_ok(), "{name}");
         }
     }
     assert_eq!(
-        with_limit("max_incoming_bytes", "9223372036854775807").unwrap().max_incoming_bytes,
+        with_limit("max_incoming_bytes", "9223372036854775807")
+            .unwrap()
+            .max_incoming_bytes,
         i64::MAX as u64
     );
 }
 
 #[test]
 fn a_reply_timeout_of_zero_is_infinite() {
-    assert_eq!(with_limit("reply_timeout", "0").unwrap().reply_timeout, None);
+    assert_eq!(
+        with_limit("reply_timeout", "0").unwrap().reply_timeout,
+        None
+    );
     assert_eq!(
         with_limit("reply_timeout", "1500").unwrap().reply_timeout,
         Some(Duration::from_millis(1500))
@@ -146,7 +168,10 @@ fn a_reply_timeout_of_zero_is_infinite() {
 #[test]
 fn unknown_and_nameless_limits_are_refused() {
     let e = with_limit("max_bees", "1").unwrap_err();
-    assert_eq!(e, "/t/limits.conf:1:45: There is no limit called \"max_bees\"");
+    assert_eq!(
+        e,
+        "/t/limits.conf:1:45: There is no limit called \"max_bees\""
+    );
     let e = load_str(
         "<busconfig><listen>x:</listen><limit>1</limit></busconfig>",
         Path::new("/t.conf"),

@@ -35,24 +35,45 @@ fn the_system_bus_configuration_loads_with_all_of_system_d() {
     assert_eq!(config.bus_type.as_deref(), Some("system"));
     assert!(!config.listen.is_empty());
     assert!(config.auth.contains(&"EXTERNAL".to_string()));
-    assert!(config.servicedirs.iter().any(|d| d.system
-        && d.path == Path::new("/usr/share/dbus-1/system-services")));
+    assert!(
+        config
+            .servicedirs
+            .iter()
+            .any(|d| d.system && d.path == Path::new("/usr/share/dbus-1/system-services"))
+    );
     // The default context denies owning and calling, and lets everyone connect.
     let default = config
         .policies
         .iter()
         .find(|s| s.context == PolicyContext::Default)
         .unwrap();
-    assert!(default.rules.iter().any(|r| !r.allow && r.kind == RuleKind::Own { name: "*".into(), prefix: false }));
-    assert!(default.rules.iter().any(|r| r.allow && r.kind == RuleKind::User("*".into())));
+    assert!(default.rules.iter().any(|r| !r.allow
+        && r.kind
+            == RuleKind::Own {
+                name: "*".into(),
+                prefix: false
+            }));
+    assert!(
+        default
+            .rules
+            .iter()
+            .any(|r| r.allow && r.kind == RuleKind::User("*".into()))
+    );
     // Every file of system.d was read, in name order, and its rules are there.
     let included = conf_files_in(&["/usr/share/dbus-1/system.d", "/etc/dbus-1/system.d"]);
     let read: Vec<&PathBuf> = config.files.iter().skip(1).collect();
     let expected: Vec<&PathBuf> = included.iter().collect();
     assert_eq!(read, expected);
     for file in &included {
-        let from_file = config.policies.iter().filter(|s| *s.origin.file == **file).count();
-        let sections = std::fs::read_to_string(file).unwrap().matches("<policy").count();
+        let from_file = config
+            .policies
+            .iter()
+            .filter(|s| *s.origin.file == **file)
+            .count();
+        let sections = std::fs::read_to_string(file)
+            .unwrap()
+            .matches("<policy")
+            .count();
         assert_eq!(from_file, sections, "{}", file.display());
     }
     for warning in &config.warnings {
@@ -70,7 +91,12 @@ fn the_session_bus_configuration_loads() {
     assert_eq!(config.bus_type.as_deref(), Some("session"));
     assert!(config.keep_umask);
     assert!(!config.listen.is_empty());
-    assert!(config.servicedirs.iter().any(|d| d.path == Path::new("/usr/share/dbus-1/services")));
+    assert!(
+        config
+            .servicedirs
+            .iter()
+            .any(|d| d.path == Path::new("/usr/share/dbus-1/services"))
+    );
     // session.conf raises the limits.
     assert_eq!(config.limits.max_names_per_connection, 50000);
     assert_eq!(config.limits.max_incoming_bytes, 1_000_000_000);
@@ -99,8 +125,14 @@ fn the_embedded_configurations_load_and_match_the_distributions_in_effect() {
         let rules = |c: &telbus_busconfig::BusConfig| -> Vec<(String, bool, RuleKind)> {
             c.policies
                 .iter()
-                .filter(|s| s.origin.file.ends_with("bus.conf") || s.origin.file == path.as_path().into())
-                .flat_map(|s| s.rules.iter().map(move |r| (format!("{:?}", s.context), r.allow, r.kind.clone())))
+                .filter(|s| {
+                    s.origin.file.ends_with("bus.conf") || s.origin.file == path.as_path().into()
+                })
+                .flat_map(|s| {
+                    s.rules
+                        .iter()
+                        .map(move |r| (format!("{:?}", s.context), r.allow, r.kind.clone()))
+                })
                 .collect()
         };
         let mut mine = rules(&embedded);

@@ -13,7 +13,10 @@ fn data_dir(sub: &str) -> Option<PathBuf> {
     if dir.is_dir() {
         Some(dir)
     } else {
-        println!("note: skipped, {} is not installed (package dbus-tests)", dir.display());
+        println!(
+            "note: skipped, {} is not installed (package dbus-tests)",
+            dir.display()
+        );
         None
     }
 }
@@ -51,7 +54,10 @@ fn invalid_files_are_refused_for_the_right_reason() {
         return;
     };
     let expect = [
-        ("bad-element.conf", "Element <bees> not allowed inside <busconfig>"),
+        (
+            "bad-element.conf",
+            "Element <bees> not allowed inside <busconfig>",
+        ),
         ("bad-limit.conf", "could not parse as integer"),
         ("circular-1.conf", "Circular inclusion"),
         ("circular-2.conf", "Circular inclusion"),
@@ -62,9 +68,15 @@ fn invalid_files_are_refused_for_the_right_reason() {
         ("policy-contradiction.conf", "exactly one of"),
         ("policy-member-no-path.conf", "if you specify a member"),
         ("policy-mixed.conf", "cannot be combined"),
-        ("send-and-receive.conf", "send and receive attributes cannot be combined"),
+        (
+            "send-and-receive.conf",
+            "send and receive attributes cannot be combined",
+        ),
         ("truncated-file.conf", "not well-formed"),
-        ("unknown-limit.conf", "There is no limit called \"max_bees\""),
+        (
+            "unknown-limit.conf",
+            "There is no limit called \"max_bees\"",
+        ),
     ];
     for (name, reason) in expect {
         let e = load(&dir.join(name)).unwrap_err();
@@ -119,7 +131,12 @@ fn equivalent_files_load_alike() {
             .map(|f| load(f).unwrap_or_else(|e| panic!("{e}")))
             .collect();
         for pair in configs.windows(2) {
-            assert_eq!(comparable(&pair[0]), comparable(&pair[1]), "{}", entry.path().display());
+            assert_eq!(
+                comparable(&pair[0]),
+                comparable(&pair[1]),
+                "{}",
+                entry.path().display()
+            );
         }
         groups += 1;
     }
@@ -133,7 +150,12 @@ fn entities_are_resolved() {
     };
     let config = load(&dir.join("entities.conf")).unwrap();
     assert_eq!(config.listen[0], "unix:path=/foo/<bar>");
-    assert!(config.servicedirs.iter().any(|d| d.path == Path::new("/usr/&share/foo")));
+    assert!(
+        config
+            .servicedirs
+            .iter()
+            .any(|d| d.path == Path::new("/usr/&share/foo"))
+    );
     assert_eq!(config.conf_dirs, vec![dir.join("basic.d")]);
 }
 
@@ -152,8 +174,14 @@ fn basic_conf_reads_as_written() {
     assert_eq!(
         config.selinux_associations,
         [
-            ("org.freedesktop.FrobationaryMeasures".to_string(), "my_selinux_context_t".to_string()),
-            ("org.freedesktop.BlahBlahBlah".to_string(), "foo_t".to_string()),
+            (
+                "org.freedesktop.FrobationaryMeasures".to_string(),
+                "my_selinux_context_t".to_string()
+            ),
+            (
+                "org.freedesktop.BlahBlahBlah".to_string(),
+                "foo_t".to_string()
+            ),
         ]
     );
     // basic.d/basic.conf is included, and repeats the listen addresses.

@@ -1,46 +1,117 @@
 //! Access decisions with dbus-daemon's `<policy>` semantics, compiled for the hot path.
 //!
-//! dbus-daemon gives each connection the rules that apply to it — the default context, then
-//! those of its groups, of its user, at_console, and the mandatory context — in that order,
-//! and for each message walks them all: the last rule that matches decides, and nothing
-//! matching means "deny". The same answers come from here, cheaper:
+//! ```no_run
+//! # use std::path::Path;
+//! use telbus_policy::{MessageFacts, MessageType, PeerIdentity, Policy};
 //!
-//! - a connection's rules are selected once, when it connects ([`Policy::for_peer`]);
-//! - its send and receive rules are bucketed by the interface they name, so a message only
-//!   looks at rules for its interface or for any interface;
-//! - the candidates are visited from the last to the first, and the first that matches
-//!   decides (the same as "the last match wins"), so the usual decision costs a few rules.
+//! let config = telbus_busconfig::load(Path::new("/usr/share/dbus-1/system.conf")).unwrap();
+//! let policy = Policy::compile(&config.policies).unwrap();
+//! // When a connection authenticates:
+//! assert!(policy.allows_user(1000, &[1000], 0).is_allowed());
+//! let peer = policy.for_peer(&PeerIdentity { uid: 1000, gids: vec![1000], at_console: false });
+//! // For each message it sends (the receiver owns org.freedesktop.login1 and :1.5):
+//! let call = MessageFacts {
+//!     msg_type: MessageType::MethodCall,
+//!     interface: Some("org.freedesktop.login1.Manager"),
+//!     member: Some("ListSessions"),
+//!     path: Some("/org/freedesktop/login1"),
+//!     error_name: None,
+//!     destination: Some("org.freedesktop.login1"),
+//!     is_reply: false,
+//!     requested_reply: false,
+//!     unix_fds: 0,
+//! };
+//! let verdict = peer.can_send(&call, &["org.freedesktop.login1", ":1.5"], false);
+//! ```
+//!
+//! # API
+//!
+//! - [`Policy::compile`]`(&config.policies)`: once per configuration (and on reload).
+//! - [`Policy::allows_user`]`(uid, gids, bus_uid)`: may this user connect?
+//! - [`Policy::for_peer`]`(&`[`PeerIdentity`]`)` → [`PeerPolicy`]: the rules for one
+//!   connection, chosen once when it authenticates; cheap to clone, shared by connections with
+//!   the same credentials.
+//! - [`PeerPolicy::can_own`], [`PeerPolicy::can_send`], [`PeerPolicy::can_receive`] →
+//!   [`Decision`]: `Allow`, or `Deny` with the rule that decided ([`Denial`]).
+//!   [`PeerPolicy::can_send_logged`] also says whether the deciding rule has `log="true"`.
+//! - [`unix_user_is_at_console`]: dbus-daemon's idea of at_console, for [`PeerIdentity`].
+//!
+//! # Semantics (dbus-daemon 1.14's)
+//!
+//! - A connection's rules are, in order: the default context, its groups' (in the order of
+//!   [`PeerIdentity::gids`]), its user's, the at_console="true" or "false" rules that fit it,
+//!   the mandatory context. Every rule that precedes a rule of the same kind matching
+//!   everything is dropped (dbus-daemon's "optimisation", which can change answers).
+//! - The last rule that matches decides; when none matches, the answer is no — for sending,
+//!   receiving and owning alike. (The session bus allows everything because session.conf
+//!   says so; the system bus denies calls and ownership because system.conf says so.)
+//! - `send_destination` matches when the receiving connection owns the name or is queued for
+//!   it; its unique name counts. `send_destination_prefix` and `own_prefix` match a name and
+//!   the names below it (`a.b` matches `a.b` and `a.b.c`, not `a.bc`). Messages to the bus
+//!   itself (and activation, where there is no receiver yet) test the DESTINATION field.
+//!   `receive_sender` works the same way on the sending connection's names, and is
+//!   "org.freedesktop.DBus" for messages from the bus.
+//! - Path, member and error name only rule a message out when it has the field and it
+//!   differs. A message without an interface escapes allow rules that name one but not deny
+//!   rules.
+//! - Replies (messages with a reply serial): allow rules apply only to requested replies
+//!   unless they say `send_requested_reply="false"` (or `eavesdrop="true"`); deny rules only
+//!   to unrequested ones unless they say `…_requested_reply="true"`.
+//! - Eavesdropping (receiving a copy of a message addressed to another connection): only
+//!   receive allow rules with `eavesdrop="true"` allow it; receive deny rules with
+//!   `eavesdrop="true"` apply only to it.
+//! - A broadcast is a signal without a destination (`send_broadcast`). `min_fds`/`max_fds`
+//!   bound the number of fds the message carries.
+//! - Connecting: see [`Policy::allows_user`].
+//!
+//! # Cost
+//!
+//! Choosing a connection's rules walks the configuration once per distinct set of
+//! credentials (the result is cached). A decision then looks up the other connection's names
+//! and the message's interface and member in hash tables and tests only the rules filed
+//! there, newest first, stopping at the first that matches.
 
-use std::collections::HashMap;
+mod compile;
+mod index;
+mod matching;
+
 use std::sync::Arc;
 
-use telbus_busconfig::{MessageKind, Origin, PolicyContext, PolicySection, ReceiveRule, RuleKind, SendRule};
-
+pub use compile::Policy;
 pub use telbus_busconfig::MessageKind as MessageType;
+use telbus_busconfig::{Origin, ReceiveRule, SendRule};
 
-/// The result of a check.
+use crate::index::{Entry, Lookup, PeerRules};
+use crate::matching::{receive_rule_matches, send_rule_matches};
+
+/// The bus driver's name, which messages from the bus carry as their sender.
+const BUS_NAME: &str = "org.freedesktop.DBus";
+
+/// The answer to an access question.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
     Allow,
     Deny(Denial),
 }
 
-/// Why something was refused: the rule that decided (None: nothing matched, which denies).
+/// Why something was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Denial {
+    /// The rule that decided; None when no rule applied (which refuses).
     pub rule: Option<Origin>,
-    /// Rules that matched, as dbus-daemon counts them in its messages (here: 1 or 0).
+    /// How many of the connection's rules matched the message, as dbus-daemon counts them in
+    /// its "Rejected send message, N matched rules" texts (0 when none did).
     pub matched_rules: usize,
 }
 
 impl Decision {
-    fn from_rule(allow: bool, origin: Option<&Origin>) -> Decision {
+    fn of(allow: bool, rule: Option<&Origin>, matched_rules: usize) -> Decision {
         if allow {
             Decision::Allow
         } else {
             Decision::Deny(Denial {
-                rule: origin.cloned(),
-                matched_rules: origin.is_some() as usize,
+                rule: rule.cloned(),
+                matched_rules,
             })
         }
     }
@@ -50,6 +121,8 @@ impl Decision {
     }
 }
 
+/// A policy that cannot be compiled. (None can fail today: unknown users and groups are
+/// ignored, as dbus-daemon ignores them. The type stays for configurations that might.)
 #[derive(Debug)]
 pub struct PolicyError(pub String);
 
@@ -61,11 +134,14 @@ impl std::fmt::Display for PolicyError {
 
 impl std::error::Error for PolicyError {}
 
-/// Who a connection is, for choosing its rules.
-#[derive(Clone, Debug, Default)]
+/// Who a connection is, as far as choosing its rules goes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct PeerIdentity {
+    /// u32::MAX: no Unix user (an anonymous connection).
     pub uid: u32,
+    /// Its groups, in the order their rules should apply.
     pub gids: Vec<u32>,
+    /// Logged in on a local seat (see [`unix_user_is_at_console`]).
     pub at_console: bool,
 }
 
@@ -77,406 +153,183 @@ pub struct MessageFacts<'a> {
     pub member: Option<&'a str>,
     pub path: Option<&'a str>,
     pub error_name: Option<&'a str>,
-    /// The DESTINATION field as sent (rules test it for messages to the bus itself).
+    /// The DESTINATION field. A signal without one is a broadcast.
     pub destination: Option<&'a str>,
-    /// A reply: rules about requested replies apply.
+    /// The message has a reply serial: the requested-reply rules apply.
     pub is_reply: bool,
-    /// For a reply: whether the call it answers was waiting for it.
+    /// For a reply: the call it answers was waiting for it (dbus-daemon: only for replies
+    /// from a connection to the connection that called it, not when eavesdropping; replies
+    /// from the bus itself are always requested).
     pub requested_reply: bool,
     pub unix_fds: u32,
 }
 
 impl MessageFacts<'_> {
-    fn is_broadcast(&self) -> bool {
-        self.destination.is_none() && self.msg_type == MessageKind::Signal
+    /// A signal without a destination.
+    pub fn is_broadcast(&self) -> bool {
+        self.destination.is_none() && self.msg_type == MessageType::Signal
     }
 }
 
-/// A name another connection owns or waits for, as send_destination and receive_sender test it.
-fn owns_or_queued(names: &[&str], name: &str) -> bool {
-    names.contains(&name)
-}
-
-/// `name` is `prefix` or starts with `prefix` followed by a dot.
-fn starts_with_words(name: &str, prefix: &str) -> bool {
-    name == prefix || (name.starts_with(prefix) && name.as_bytes().get(prefix.len()) == Some(&b'.'))
-}
-
-struct Indexed<R> {
-    allow: bool,
-    rule: R,
-    origin: Origin,
-}
-
-/// Rules of one direction, in order, bucketed by the interface they name.
-struct Bucketed<R> {
-    rules: Vec<Indexed<R>>,
-    by_interface: HashMap<String, Vec<usize>>,
-    any_interface: Vec<usize>,
-}
-
-impl<R> Default for Bucketed<R> {
-    fn default() -> Self {
-        Bucketed {
-            rules: Vec::new(),
-            by_interface: HashMap::new(),
-            any_interface: Vec::new(),
-        }
-    }
-}
-
-impl<R> Bucketed<R> {
-    fn push(&mut self, allow: bool, rule: R, interface: Option<&str>, origin: Origin) {
-        let id = self.rules.len();
-        self.rules.push(Indexed { allow, rule, origin });
-        match interface {
-            Some(i) => self.by_interface.entry(i.to_string()).or_default().push(id),
-            None => self.any_interface.push(id),
-        }
-    }
-
-    /// The last rule that matches: candidates for `interface` and for any interface, merged
-    /// from the end. A message without an interface can match rules that name one (deny rules
-    /// do), so then every rule is a candidate.
-    fn decide(&self, interface: Option<&str>, matches: impl Fn(&Indexed<R>) -> bool) -> Decision {
-        let found = match interface {
-            Some(i) => {
-                let named = self.by_interface.get(i).map_or(&[][..], |v| v.as_slice());
-                let any = self.any_interface.as_slice();
-                let (mut a, mut b) = (named.len(), any.len());
-                let mut hit = None;
-                while a > 0 || b > 0 {
-                    let next = match (a.checked_sub(1).map(|x| named[x]), b.checked_sub(1).map(|x| any[x])) {
-                        (Some(x), Some(y)) if x > y => {
-                            a -= 1;
-                            x
-                        }
-                        (Some(x), None) => {
-                            a -= 1;
-                            x
-                        }
-                        (_, Some(y)) => {
-                            b -= 1;
-                            y
-                        }
-                        (None, None) => unreachable!(),
-                    };
-                    if matches(&self.rules[next]) {
-                        hit = Some(next);
-                        break;
-                    }
-                }
-                hit
-            }
-            None => (0..self.rules.len()).rev().find(|id| matches(&self.rules[*id])),
-        };
-        match found {
-            Some(id) => Decision::from_rule(self.rules[id].allow, Some(&self.rules[id].origin)),
-            None => Decision::from_rule(false, None),
-        }
-    }
-}
-
-/// Rules that apply to one connection.
-#[derive(Default)]
-struct PeerRules {
-    send: Bucketed<SendRule>,
-    receive: Bucketed<ReceiveRule>,
-    own: Vec<(bool, String, bool, Origin)>,
-}
-
-/// A connection's policy: cheap to clone, queried for every message.
-#[derive(Clone)]
+/// One connection's rules: cheap to clone (an Arc), queried for every message.
+#[derive(Clone, Debug)]
 pub struct PeerPolicy {
     rules: Arc<PeerRules>,
 }
 
-/// The compiled `<policy>` sections of a configuration.
-pub struct Policy {
-    sections: Vec<CompiledSection>,
-}
-
-struct CompiledSection {
-    applies: Applies,
-    section: PolicySection,
-}
-
-/// Whom a section is for, with names resolved to ids.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Applies {
-    Default,
-    Mandatory,
-    User(Option<u32>),
-    Group(Option<u32>),
-    AnyUser,
-    AnyGroup,
-    AtConsole(bool),
-}
-
-fn user_id(name: &str) -> Option<u32> {
-    if let Ok(uid) = name.parse() {
-        return Some(uid);
-    }
-    let c = std::ffi::CString::new(name).ok()?;
-    // SAFETY: getpwnam returns static storage that is read at once.
-    unsafe {
-        let pw = libc::getpwnam(c.as_ptr());
-        (!pw.is_null()).then(|| (*pw).pw_uid)
-    }
-}
-
-fn group_id(name: &str) -> Option<u32> {
-    if let Ok(gid) = name.parse() {
-        return Some(gid);
-    }
-    let c = std::ffi::CString::new(name).ok()?;
-    // SAFETY: getgrnam returns static storage that is read at once.
-    unsafe {
-        let gr = libc::getgrnam(c.as_ptr());
-        (!gr.is_null()).then(|| (*gr).gr_gid)
-    }
-}
-
-impl Policy {
-    /// Compile a configuration's sections. Unknown user and group names make their sections
-    /// apply to nobody (dbus-daemon warns and goes on).
-    pub fn compile(sections: &[PolicySection]) -> Result<Policy, PolicyError> {
-        let sections = sections
-            .iter()
-            .map(|section| {
-                let applies = match &section.context {
-                    PolicyContext::Default => Applies::Default,
-                    PolicyContext::Mandatory => Applies::Mandatory,
-                    PolicyContext::User(u) if u == "*" => Applies::AnyUser,
-                    PolicyContext::User(u) => Applies::User(user_id(u)),
-                    PolicyContext::Group(g) if g == "*" => Applies::AnyGroup,
-                    PolicyContext::Group(g) => Applies::Group(group_id(g)),
-                    PolicyContext::AtConsole(b) => Applies::AtConsole(*b),
-                };
-                CompiledSection {
-                    applies,
-                    section: section.clone(),
-                }
-            })
-            .collect();
-        Ok(Policy { sections })
-    }
-
-    fn sections_of(&self, applies: impl Fn(Applies) -> bool) -> impl Iterator<Item = &PolicySection> {
-        self.sections
-            .iter()
-            .filter(move |s| applies(s.applies))
-            .map(|s| &s.section)
-    }
-
-    /// May a connection of `uid` (with `gids`) connect? Without connection rules only the
-    /// bus's own user may (dbus-daemon's default).
-    pub fn allows_user(&self, uid: u32, gids: &[u32], bus_uid: u32) -> Decision {
-        let mut allowed = (uid == bus_uid, None);
-        for applies in [Applies::Default, Applies::Mandatory] {
-            for section in self.sections_of(|a| a == applies) {
-                for rule in &section.rules {
-                    let hit = match &rule.kind {
-                        RuleKind::User(u) => u == "*" || user_id(u) == Some(uid),
-                        RuleKind::Group(g) => g == "*" || group_id(g).is_some_and(|gid| gids.contains(&gid)),
-                        _ => false,
-                    };
-                    if hit {
-                        allowed = (rule.allow, Some(&rule.origin));
-                    }
-                }
-            }
-        }
-        Decision::from_rule(allowed.0, allowed.1)
-    }
-
-    /// Select the rules for a connection, in dbus-daemon's order.
-    pub fn for_peer(&self, peer: &PeerIdentity) -> PeerPolicy {
-        let mut rules = PeerRules::default();
-        let order: [&dyn Fn(Applies) -> bool; 5] = [
-            &|a| a == Applies::Default,
-            &|a| matches!(a, Applies::AnyGroup) || matches!(a, Applies::Group(Some(g)) if peer.gids.contains(&g)),
-            &|a| matches!(a, Applies::AnyUser) || a == Applies::User(Some(peer.uid)),
-            &|a| a == Applies::AtConsole(peer.at_console),
-            &|a| a == Applies::Mandatory,
-        ];
-        for applies in order {
-            for section in self.sections_of(applies) {
-                for rule in &section.rules {
-                    match &rule.kind {
-                        RuleKind::Send(s) => rules.send.push(rule.allow, s.clone(), s.interface.as_deref(), rule.origin.clone()),
-                        RuleKind::Receive(r) => rules.receive.push(rule.allow, r.clone(), r.interface.as_deref(), rule.origin.clone()),
-                        RuleKind::Own { name, prefix } => rules.own.push((rule.allow, name.clone(), *prefix, rule.origin.clone())),
-                        RuleKind::User(_) | RuleKind::Group(_) => {}
-                    }
-                }
-            }
-        }
-        PeerPolicy { rules: Arc::new(rules) }
-    }
-}
-
-/// The fields every send and receive rule tests the same way.
-#[allow(clippy::too_many_arguments)]
-fn common_fields_match(
-    msg: &MessageFacts<'_>,
-    allow: bool,
-    msg_type: Option<MessageKind>,
-    rule_requested_reply: bool,
-    eavesdrop: bool,
-    path: Option<&str>,
-    interface: Option<&str>,
-    member: Option<&str>,
-    error: Option<&str>,
-    fds: (u32, u32),
-) -> bool {
-    if msg_type.is_some_and(|t| t != msg.msg_type) {
-        return false;
-    }
-    if msg.is_reply {
-        // An allow rule about requested replies does not let an unrequested one through,
-        // unless it is an eavesdrop rule; a deny rule about unrequested replies leaves
-        // requested ones alone.
-        if !msg.requested_reply && allow && rule_requested_reply && !eavesdrop {
-            return false;
-        }
-        if msg.requested_reply && !allow && !rule_requested_reply {
-            return false;
-        }
-    }
-    if let (Some(want), Some(have)) = (path, msg.path) {
-        if want != have {
-            return false;
-        }
-    }
-    if let Some(want) = interface {
-        match msg.interface {
-            // A message without an interface escapes allow rules about one, not deny rules.
-            None if allow => return false,
-            Some(have) if have != want => return false,
-            _ => {}
-        }
-    }
-    if let (Some(want), Some(have)) = (member, msg.member) {
-        if want != have {
-            return false;
-        }
-    }
-    if let (Some(want), Some(have)) = (error, msg.error_name) {
-        if want != have {
-            return false;
-        }
-    }
-    let (min, max) = fds;
-    if msg.unix_fds < min || msg.unix_fds > max {
-        return false;
-    }
-    true
-}
-
 impl PeerPolicy {
-    /// May this connection own `name`?
+    /// May this connection own (or queue for) `name`?
     pub fn can_own(&self, name: &str) -> Decision {
-        for (allow, rule_name, prefix, origin) in self.rules.own.iter().rev() {
-            let hit = if *prefix {
-                starts_with_words(name, rule_name)
-            } else {
-                rule_name == "*" || rule_name == name
-            };
-            if hit {
-                return Decision::from_rule(*allow, Some(origin));
-            }
+        match self.rules.own.decide(name) {
+            Some((allow, origin)) => Decision::of(*allow, Some(origin), 1),
+            None => Decision::of(false, None, 0),
         }
-        Decision::from_rule(false, None)
     }
 
-    /// May this connection send `msg` to a connection that owns or waits for
-    /// `receiver_names` (its unique name included), or to the bus itself
-    /// (`receiver_is_driver`)?
-    pub fn can_send(&self, msg: &MessageFacts<'_>, receiver_names: &[&str], receiver_is_driver: bool) -> Decision {
-        self.rules.send.decide(msg.interface, |r| {
-            let s = &r.rule;
-            if !common_fields_match(
-                msg,
-                r.allow,
-                s.msg_type,
-                s.requested_reply,
-                s.eavesdrop,
-                s.path.as_deref(),
-                s.interface.as_deref(),
-                s.member.as_deref(),
-                s.error.as_deref(),
-                (s.min_fds, s.max_fds),
-            ) {
-                return false;
-            }
-            if let Some(want) = s.broadcast {
-                if want != msg.is_broadcast() {
-                    return false;
+    /// May this connection send `msg` to the connection that owns or is queued for
+    /// `receiver_names` (all of them, its unique name included)? With `receiver_is_driver`
+    /// there is no receiving connection — the message is for the bus itself, or for a
+    /// service that is yet to be activated — and destination rules test `msg.destination`.
+    pub fn can_send(
+        &self,
+        msg: &MessageFacts<'_>,
+        receiver_names: &[&str],
+        receiver_is_driver: bool,
+    ) -> Decision {
+        self.can_send_logged(msg, receiver_names, receiver_is_driver)
+            .0
+    }
+
+    /// [`can_send`](Self::can_send), and whether the deciding rule asked for the message to be
+    /// logged (`log="true"`; dbus-daemon logs "Would reject message" for those it allows).
+    pub fn can_send_logged(
+        &self,
+        msg: &MessageFacts<'_>,
+        receiver_names: &[&str],
+        receiver_is_driver: bool,
+    ) -> (Decision, bool) {
+        let destination: [&str; 1];
+        let names = if receiver_is_driver {
+            match msg.destination {
+                Some(d) => {
+                    destination = [d];
+                    &destination[..]
                 }
+                None => &[][..],
             }
-            if let Some(dest) = &s.destination {
-                let hit = if receiver_is_driver {
-                    match msg.destination {
-                        Some(d) if s.destination_is_prefix => starts_with_words(d, dest),
-                        Some(d) => d == dest,
-                        None => false,
-                    }
-                } else if s.destination_is_prefix {
-                    receiver_names.iter().any(|n| !n.starts_with(':') && starts_with_words(n, dest))
-                } else {
-                    owns_or_queued(receiver_names, dest)
-                };
-                if !hit {
-                    return false;
-                }
+        } else {
+            receiver_names
+        };
+        let at = Lookup {
+            names,
+            interface: msg.interface,
+            member: msg.member,
+        };
+        let matches = |e: &Entry<SendRule>| send_rule_matches(&e.rule, e.allow, msg, names);
+        match self.rules.send.decide(&at, matches) {
+            Some(entry) if entry.allow => (Decision::Allow, entry.rule.log),
+            Some(entry) => {
+                // Refusals are rare: count the matches as dbus-daemon reports them.
+                let count = self.rules.send.count_matches(&at, matches);
+                (
+                    Decision::of(false, Some(&entry.origin), count),
+                    entry.rule.log,
+                )
             }
-            true
+            None => (Decision::of(false, None, 0), false),
+        }
+    }
+
+    /// May this connection receive `msg` from the connection that owns or is queued for
+    /// `sender_names` (its unique name included), or from the bus itself
+    /// (`sender_is_driver`)? `eavesdropping`: the message is addressed to another connection
+    /// (a monitor or eavesdropping match rule asked for a copy).
+    pub fn can_receive(
+        &self,
+        msg: &MessageFacts<'_>,
+        sender_names: &[&str],
+        sender_is_driver: bool,
+        eavesdropping: bool,
+    ) -> Decision {
+        let names = if sender_is_driver {
+            &[BUS_NAME][..]
+        } else {
+            sender_names
+        };
+        let at = Lookup {
+            names,
+            interface: msg.interface,
+            member: msg.member,
+        };
+        let matches = |e: &Entry<ReceiveRule>| {
+            receive_rule_matches(&e.rule, e.allow, msg, names, eavesdropping)
+        };
+        match self.rules.receive.decide(&at, matches) {
+            Some(entry) if entry.allow => Decision::Allow,
+            Some(entry) => {
+                let count = self.rules.receive.count_matches(&at, matches);
+                Decision::of(false, Some(&entry.origin), count)
+            }
+            None => Decision::of(false, None, 0),
+        }
+    }
+
+    /// How many send, receive and own rules apply to this connection.
+    pub fn rule_counts(&self) -> (usize, usize, usize) {
+        (
+            self.rules.send.len(),
+            self.rules.receive.len(),
+            self.rules.own.len(),
+        )
+    }
+
+    /// How many send rules a decision on `msg` may test at most (the rest cannot apply and
+    /// are never looked at): a measure of the index, for tests and diagnostics.
+    pub fn send_candidates(
+        &self,
+        msg: &MessageFacts<'_>,
+        receiver_names: &[&str],
+        receiver_is_driver: bool,
+    ) -> usize {
+        let destination: [&str; 1];
+        let names = match (receiver_is_driver, msg.destination) {
+            (false, _) => receiver_names,
+            (true, Some(d)) => {
+                destination = [d];
+                &destination[..]
+            }
+            (true, None) => &[][..],
+        };
+        self.rules.send.candidate_count(&Lookup {
+            names,
+            interface: msg.interface,
+            member: msg.member,
         })
     }
 
-    /// May this connection receive `msg` from a connection that owns or waits for
-    /// `sender_names`, or from the bus itself? `eavesdropping`: the message is addressed to
-    /// another connection.
-    pub fn can_receive(&self, msg: &MessageFacts<'_>, sender_names: &[&str], sender_is_driver: bool, eavesdropping: bool) -> Decision {
-        self.rules.receive.decide(msg.interface, |r| {
-            let rule = &r.rule;
-            // An allow rule without eavesdrop="true" does not cover eavesdropping; a deny rule
-            // with it only covers eavesdropping.
-            if eavesdropping && r.allow && !rule.eavesdrop {
-                return false;
-            }
-            if !eavesdropping && !r.allow && rule.eavesdrop {
-                return false;
-            }
-            if !common_fields_match(
-                msg,
-                r.allow,
-                rule.msg_type,
-                rule.requested_reply,
-                rule.eavesdrop,
-                rule.path.as_deref(),
-                rule.interface.as_deref(),
-                rule.member.as_deref(),
-                rule.error.as_deref(),
-                (rule.min_fds, rule.max_fds),
-            ) {
-                return false;
-            }
-            if let Some(sender) = &rule.sender {
-                let hit = if sender_is_driver {
-                    sender == "org.freedesktop.DBus"
-                } else {
-                    owns_or_queued(sender_names, sender)
-                };
-                if !hit {
-                    return false;
-                }
-            }
-            true
-        })
+    /// How many distinct destination and sender names (and prefixes) the send and receive
+    /// rules are filed under: the width of the index.
+    pub fn index_keys(&self) -> (usize, usize) {
+        (self.rules.send.keys(), self.rules.receive.keys())
     }
 }
 
-#[cfg(test)]
-mod tests;
+/// Whether `uid` is "at the console" as dbus-daemon decides it: with systemd-logind
+/// (/run/systemd/seats exists), the user has a session on a seat (ONLINE_SEATS in
+/// /run/systemd/users/UID is not empty); otherwise /var/run/console/USERNAME exists.
+///
+/// By hand: reading one logind state file is simpler than binding libsystemd.
+pub fn unix_user_is_at_console(uid: u32) -> bool {
+    if std::path::Path::new("/run/systemd/seats/").exists() {
+        let state =
+            std::fs::read_to_string(format!("/run/systemd/users/{uid}")).unwrap_or_default();
+        return state
+            .lines()
+            .filter_map(|line| line.strip_prefix("ONLINE_SEATS="))
+            .any(|seats| !seats.trim().is_empty());
+    }
+    match telbus_busconfig::user_name(uid) {
+        Some(name) => std::path::Path::new("/var/run/console").join(name).exists(),
+        None => false,
+    }
+}
