@@ -5,7 +5,8 @@
 //! shows both results. Cases telbusd does not pass yet are listed in
 //! `dbus-tests/reference-expected-failures.txt`. The run fails when a case outside that list
 //! fails (or is skipped where dbus-daemon passes), and when a listed case passes, so that the
-//! list always says exactly what is missing.
+//! list always says exactly what is missing. A case whose reason starts with "flaky" passes only
+//! sometimes: its passing is not an error, its failing is expected.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -314,6 +315,8 @@ fn main() -> ExitCode {
         match (shortfall, expected.get(key)) {
             (true, Some(why)) => listed.push((key.clone(), why.clone(), r.reason.clone())),
             (true, None) => unexpected.push((key.clone(), r.reason.clone(), reference)),
+            // A case known to pass only sometimes stays listed until it passes every time.
+            (false, Some(why)) if why.starts_with("flaky") => {}
             (false, Some(_)) => fixed.push(key.clone()),
             (false, None) => {}
         }
