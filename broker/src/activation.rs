@@ -378,15 +378,15 @@ impl Bus {
             command.env("DBUS_SESSION_BUS_ADDRESS", &self.address);
         }
         command.envs(&self.activation.env);
-        if let Some(user) = &entry.user {
-            if rustix::process::getuid().is_root() {
-                let (uid, gid) = crate::daemon::lookup_user(user).map_err(|text| DriverError {
-                    name: "org.freedesktop.DBus.Error.Spawn.PermissionsInvalid",
-                    text,
-                })?;
-                use std::os::unix::process::CommandExt;
-                command.uid(uid).gid(gid);
-            }
+        if let Some(user) = &entry.user
+            && rustix::process::getuid().is_root()
+        {
+            let (uid, gid) = crate::daemon::lookup_user(user).map_err(|text| DriverError {
+                name: "org.freedesktop.DBus.Error.Spawn.PermissionsInvalid",
+                text,
+            })?;
+            use std::os::unix::process::CommandExt;
+            command.uid(uid).gid(gid);
         }
         let child = command.spawn().map_err(|e| DriverError {
             name: "org.freedesktop.DBus.Error.Spawn.ExecFailed",
@@ -506,17 +506,17 @@ impl Bus {
                 "org.freedesktop.DBus.Error.Spawn.ChildSignaled",
                 &format!("Process {program} received signal {signal}"),
             );
-        } else if let Some(code) = status.exit_status() {
-            if code != 0 {
-                self.fail_activation(
-                    &name,
-                    "org.freedesktop.DBus.Error.Spawn.ChildExited",
-                    &format!("Process {program} exited with status {code}"),
-                );
-            }
-            // Exiting with 0 before taking the name is not a failure in itself: the
-            // activation then ends at its timeout, as in dbus-daemon.
+        } else if let Some(code) = status.exit_status()
+            && code != 0
+        {
+            self.fail_activation(
+                &name,
+                "org.freedesktop.DBus.Error.Spawn.ChildExited",
+                &format!("Process {program} exited with status {code}"),
+            );
         }
+        // Exiting with 0 before taking the name is not a failure in itself: the
+        // activation then ends at its timeout, as in dbus-daemon.
     }
 
     fn fail_activation(&mut self, name: &str, error: &str, text: &str) {

@@ -626,10 +626,10 @@ impl Bus {
             if peer.out.is_empty() {
                 continue;
             }
-            if let Err(e) = peer.out.flush(peer.fd.as_fd()) {
-                if !self.doomed.iter().any(|(d, _)| *d == id) {
-                    self.doom(id, format!("write error: {e}"));
-                }
+            if let Err(e) = peer.out.flush(peer.fd.as_fd())
+                && !self.doomed.iter().any(|(d, _)| *d == id)
+            {
+                self.doom(id, format!("write error: {e}"));
             }
         }
     }

@@ -27,7 +27,7 @@ fn config_source(args: &Args) -> Result<(PathBuf, Option<&'static str>), String>
     } else {
         return Err("No configuration file specified.".into());
     };
-    match telbus_busconfig::default_config_path(kind.clone()) {
+    match telbus_busconfig::default_config_path(kind) {
         Some(path) => Ok((path, None)),
         None => {
             let name = match kind {
@@ -123,34 +123,31 @@ pub fn run(args: Args) -> ExitCode {
     }
 
     let fork = !args.nofork && (args.fork || config.fork);
-    if fork {
-        if let Err(e) = daemonize() {
-            eprintln!("Failed to fork: {e}");
-            return ExitCode::FAILURE;
-        }
+    if fork && let Err(e) = daemonize() {
+        eprintln!("Failed to fork: {e}");
+        return ExitCode::FAILURE;
     }
-    if !args.nopidfile {
-        if let Some(pidfile) = &config.pidfile {
-            if let Err(e) = std::fs::write(pidfile, format!("{}\n", std::process::id())) {
-                eprintln!(
-                    "Failed to start message bus: cannot write pid file {}: {e}",
-                    pidfile.display()
-                );
-                return ExitCode::FAILURE;
-            }
-        }
+    if !args.nopidfile
+        && let Some(pidfile) = &config.pidfile
+        && let Err(e) = std::fs::write(pidfile, format!("{}\n", std::process::id()))
+    {
+        eprintln!(
+            "Failed to start message bus: cannot write pid file {}: {e}",
+            pidfile.display()
+        );
+        return ExitCode::FAILURE;
     }
-    if let Some(fd) = args.print_address {
-        if let Err(e) = write_to_fd(fd, &format!("{printed_address}\n")) {
-            eprintln!("Failed to print the address to fd {fd}: {e}");
-            return ExitCode::FAILURE;
-        }
+    if let Some(fd) = args.print_address
+        && let Err(e) = write_to_fd(fd, &format!("{printed_address}\n"))
+    {
+        eprintln!("Failed to print the address to fd {fd}: {e}");
+        return ExitCode::FAILURE;
     }
-    if let Some(fd) = args.print_pid {
-        if let Err(e) = write_to_fd(fd, &format!("{}\n", std::process::id())) {
-            eprintln!("Failed to print the pid to fd {fd}: {e}");
-            return ExitCode::FAILURE;
-        }
+    if let Some(fd) = args.print_pid
+        && let Err(e) = write_to_fd(fd, &format!("{}\n", std::process::id()))
+    {
+        eprintln!("Failed to print the pid to fd {fd}: {e}");
+        return ExitCode::FAILURE;
     }
     if fork {
         finish_daemonizing();
@@ -163,11 +160,11 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(user) = config.user.clone() {
-        if let Err(e) = drop_privileges(&user) {
-            eprintln!("Failed to start message bus: {e}");
-            return ExitCode::FAILURE;
-        }
+    if let Some(user) = config.user.clone()
+        && let Err(e) = drop_privileges(&user)
+    {
+        eprintln!("Failed to start message bus: {e}");
+        return ExitCode::FAILURE;
     }
     let pidfile = config.pidfile.clone().filter(|_| !args.nopidfile);
     info!("listening on {printed_address}");

@@ -53,7 +53,10 @@ struct Options {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -74,7 +77,11 @@ fn parse_options() -> Result<Options, String> {
             "--expected" => o.expected = value("--expected")?.into(),
             "--only" => o.only = Some(value("--only")?),
             "--timeout" => {
-                o.timeout = Duration::from_secs(value("--timeout")?.parse().map_err(|_| "--timeout takes seconds")?)
+                o.timeout = Duration::from_secs(
+                    value("--timeout")?
+                        .parse()
+                        .map_err(|_| "--timeout takes seconds")?,
+                )
             }
             "--help" | "-h" => {
                 return Err("usage: reference-suite [--telbusd PATH] [--reference PATH] [--expected FILE] [--only BINARY] [--timeout SECONDS]".into());
@@ -105,7 +112,12 @@ fn cases(binary: &str) -> Vec<String> {
 }
 
 /// Run one case against `daemon` in a fresh process group, killed at the timeout.
-fn run_case(binary: &str, case: &str, daemon: &Path, timeout: Duration) -> Vec<(String, CaseResult)> {
+fn run_case(
+    binary: &str,
+    case: &str,
+    daemon: &Path,
+    timeout: Duration,
+) -> Vec<(String, CaseResult)> {
     let scratch = tempfile::tempdir().expect("a temporary directory");
     let mut command = Command::new(Path::new(TESTS).join(binary));
     command.arg("--tap");
@@ -130,7 +142,10 @@ fn run_case(binary: &str, case: &str, daemon: &Path, timeout: Duration) -> Vec<(
     let mut child = match command.spawn() {
         Ok(c) => c,
         Err(e) => {
-            let r = CaseResult { outcome: Outcome::Fail, reason: format!("cannot start: {e}") };
+            let r = CaseResult {
+                outcome: Outcome::Fail,
+                reason: format!("cannot start: {e}"),
+            };
             return vec![(case.to_string(), r)];
         }
     };
@@ -173,7 +188,10 @@ fn parse_tap(text: &str, case: &str, timed_out: bool) -> Vec<(String, CaseResult
     let mut last_comment = String::new();
     for line in text.lines() {
         if let Some(c) = line.strip_prefix("# ") {
-            if !c.starts_with("Resetting") && !c.starts_with("Time since") && !c.starts_with("random seed") {
+            if !c.starts_with("Resetting")
+                && !c.starts_with("Time since")
+                && !c.starts_with("random seed")
+            {
                 last_comment = c.to_string();
             }
             continue;
@@ -190,14 +208,36 @@ fn parse_tap(text: &str, case: &str, timed_out: bool) -> Vec<(String, CaseResult
             Some((n, d)) => (n.trim(), d.trim()),
             None => (rest, ""),
         };
-        let outcome = if directive.starts_with("SKIP") { Outcome::Skip } else { outcome };
-        let name = if case.is_empty() { name.trim_start_matches("- ").to_string() } else { case.to_string() };
-        let reason = if outcome == Outcome::Fail { last_comment.clone() } else { directive.to_string() };
+        let outcome = if directive.starts_with("SKIP") {
+            Outcome::Skip
+        } else {
+            outcome
+        };
+        let name = if case.is_empty() {
+            name.trim_start_matches("- ").to_string()
+        } else {
+            case.to_string()
+        };
+        let reason = if outcome == Outcome::Fail {
+            last_comment.clone()
+        } else {
+            directive.to_string()
+        };
         results.push((name, CaseResult { outcome, reason }));
     }
     if results.is_empty() {
-        let reason = if timed_out { "timed out".to_string() } else { format!("no result ({})", last_comment) };
-        results.push((case.to_string(), CaseResult { outcome: Outcome::Fail, reason }));
+        let reason = if timed_out {
+            "timed out".to_string()
+        } else {
+            format!("no result ({})", last_comment)
+        };
+        results.push((
+            case.to_string(),
+            CaseResult {
+                outcome: Outcome::Fail,
+                reason,
+            },
+        ));
     }
     results
 }
@@ -215,10 +255,14 @@ fn run_all(binaries: &[&str], daemon: &Path, timeout: Duration) -> Results {
     let workers: Vec<_> = (0..2)
         .map(|_| {
             let (work, results, daemon) = (work.clone(), results.clone(), daemon.to_path_buf());
-            std::thread::spawn(move || loop {
-                let Some((binary, case)) = work.lock().unwrap().next() else { break };
-                for (name, r) in run_case(&binary, &case, &daemon, timeout) {
-                    results.lock().unwrap().insert((binary.clone(), name), r);
+            std::thread::spawn(move || {
+                loop {
+                    let Some((binary, case)) = work.lock().unwrap().next() else {
+                        break;
+                    };
+                    for (name, r) in run_case(&binary, &case, &daemon, timeout) {
+                        results.lock().unwrap().insert((binary.clone(), name), r);
+                    }
                 }
             })
         })
@@ -235,7 +279,9 @@ fn load_expected(path: &Path) -> BTreeMap<(String, String), String> {
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .filter_map(|l| {
-            let (entry, reason) = l.split_once('#').map_or((l, ""), |(e, r)| (e.trim(), r.trim()));
+            let (entry, reason) = l
+                .split_once('#')
+                .map_or((l, ""), |(e, r)| (e.trim(), r.trim()));
             let mut words = entry.split_whitespace();
             let binary = words.next()?.to_string();
             let case = words.next().unwrap_or("").to_string();
@@ -271,7 +317,10 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     if !options.telbusd.exists() {
-        eprintln!("{} is missing: cargo build --release -p telbus-broker", options.telbusd.display());
+        eprintln!(
+            "{} is missing: cargo build --release -p telbus-broker",
+            options.telbusd.display()
+        );
         return ExitCode::FAILURE;
     }
     let binaries: Vec<&str> = BINARIES
@@ -284,7 +333,10 @@ fn main() -> ExitCode {
     let expected = load_expected(&options.expected);
 
     println!("{:<28} {:>21}   {:>21}", "", "telbusd", "dbus-daemon");
-    println!("{:<28} {:>6} {:>6} {:>7}   {:>6} {:>6} {:>7}", "test binary", "passed", "failed", "skipped", "passed", "failed", "skipped");
+    println!(
+        "{:<28} {:>6} {:>6} {:>7}   {:>6} {:>6} {:>7}",
+        "test binary", "passed", "failed", "skipped", "passed", "failed", "skipped"
+    );
     let mut totals = [0usize; 6];
     for binary in &binaries {
         let (a, b, c) = count(&ours, binary);
@@ -340,12 +392,18 @@ fn main() -> ExitCode {
         }
     }
     if !fixed.is_empty() || !stale.is_empty() {
-        println!("\nlisted as expected failures but passing or gone (remove them from {}):", options.expected.display());
+        println!(
+            "\nlisted as expected failures but passing or gone (remove them from {}):",
+            options.expected.display()
+        );
         for (b, c) in fixed.iter().chain(stale.iter()) {
             println!("  {b} {c}");
         }
     }
-    println!("\nreference suite: {} passed, {} failed, {} skipped", totals[0], totals[1], totals[2]);
+    println!(
+        "\nreference suite: {} passed, {} failed, {} skipped",
+        totals[0], totals[1], totals[2]
+    );
     if unexpected.is_empty() && fixed.is_empty() && stale.is_empty() {
         ExitCode::SUCCESS
     } else {
