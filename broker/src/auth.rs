@@ -82,12 +82,12 @@ impl std::fmt::Display for AuthError {
 #[derive(Debug, PartialEq, Eq)]
 enum State {
     /// Before the credentials byte.
-    WaitingForNul,
-    WaitingForAuth,
+    BeforeNul,
+    Mechanism,
     /// EXTERNAL without an initial response: we sent DATA.
-    WaitingForData,
+    Data,
     /// We sent OK; waiting for BEGIN (or NEGOTIATE_UNIX_FD).
-    WaitingForBegin(Identity),
+    Begin(Identity),
 }
 
 pub struct Sasl {
@@ -113,7 +113,7 @@ impl Sasl {
         Sasl {
             config,
             peer_uid,
-            state: State::WaitingForNul,
+            state: State::BeforeNul,
             unix_fds: false,
             rejects: 0,
         }
@@ -121,7 +121,7 @@ impl Sasl {
 
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<AuthProgress, AuthError> {
         let mut consumed = 0;
-        if self.state == State::WaitingForNul {
+        if self.state == State::BeforeNul {
             match input.first() {
                 None => {
                     return Ok(AuthProgress {
@@ -131,7 +131,7 @@ impl Sasl {
                 }
                 Some(0) => {
                     consumed = 1;
-                    self.state = State::WaitingForAuth;
+                    self.state = State::Mechanism;
                 }
                 Some(_) => {
                     return Err(AuthError(
@@ -177,7 +177,7 @@ impl Sasl {
                 "more than {MAX_REJECTS} failed authentication attempts"
             )));
         }
-        self.state = State::WaitingForAuth;
+        self.state = State::Mechanism;
         out.extend_from_slice(format!("REJECTED {}\r\n", self.config.offered()).as_bytes());
         Ok(())
     }
@@ -188,7 +188,7 @@ impl Sasl {
 
     fn ok(&mut self, identity: Identity, out: &mut Vec<u8>) {
         out.extend_from_slice(format!("OK {}\r\n", self.config.guid).as_bytes());
-        self.state = State::WaitingForBegin(identity);
+        self.state = State::Begin(identity);
     }
 
     /// EXTERNAL's response: the client's claimed uid (hex of its decimal digits), or nothing
@@ -227,7 +227,7 @@ impl Sasl {
                 // CANCEL before anything started is answered the same way: the mechanisms.
                 self.reject(out)?;
             }
-            (State::WaitingForAuth, "AUTH") => {
+            (State::Mechanism, "AUTH") => {
                 let mut words = args.split(' ').filter(|w| !w.is_empty());
                 let mechanism = words.next();
                 let response = words.next();
@@ -236,7 +236,7 @@ impl Sasl {
                         (EXTERNAL, Some(r)) => self.external(r, out)?,
                         (EXTERNAL, None) => {
                             out.extend_from_slice(b"DATA\r\n");
-                            self.state = State::WaitingForData;
+                            self.state = State::Data;
                         }
                         (ANONYMOUS, _) => self.ok(Identity::Anonymous, out),
                         _ => self.reject(out)?,
@@ -244,8 +244,8 @@ impl Sasl {
                     _ => self.reject(out)?,
                 }
             }
-            (State::WaitingForData, "DATA") => self.external(args.trim(), out)?,
-            (State::WaitingForBegin(_), "NEGOTIATE_UNIX_FD") => {
+            (State::Data, "DATA") => self.external(args.trim(), out)?,
+            (State::Begin(_), "NEGOTIATE_UNIX_FD") => {
                 if self.config.unix_fd_capable {
                     self.unix_fds = true;
                     out.extend_from_slice(b"AGREE_UNIX_FD\r\n");
@@ -256,19 +256,19 @@ impl Sasl {
                     );
                 }
             }
-            (State::WaitingForBegin(identity), "BEGIN") => {
+            (State::Begin(identity), "BEGIN") => {
                 return Ok(Some(Authenticated {
                     identity: *identity,
                     unix_fds: self.unix_fds,
                 }));
             }
-            (State::WaitingForAuth, "BEGIN" | "DATA" | "NEGOTIATE_UNIX_FD") => {
+            (State::Mechanism, "BEGIN" | "DATA" | "NEGOTIATE_UNIX_FD") => {
                 Self::error(out, "Not expecting this command before authentication");
             }
-            (State::WaitingForData, _) => {
+            (State::Data, _) => {
                 Self::error(out, "Expecting DATA or CANCEL");
             }
-            (State::WaitingForBegin(_), "AUTH" | "DATA") => {
+            (State::Begin(_), "AUTH" | "DATA") => {
                 Self::error(out, "Already authenticated; expecting BEGIN");
             }
             _ => Self::error(out, "Unknown command"),

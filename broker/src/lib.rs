@@ -1,5 +1,5 @@
 //! telbusd's building blocks. The binary (`main.rs`) wires them into the bus.
 
-pub mod match_rule;
 pub mod auth;
+pub mod match_rule;
 pub mod transport;
