@@ -390,7 +390,12 @@ impl Bus {
         }
         let child = command.spawn().map_err(|e| DriverError {
             name: "org.freedesktop.DBus.Error.Spawn.ExecFailed",
-            text: format!("Failed to execute program {}: {e}", argv[0]),
+            // dbus-daemon names the service, not the program, and gives the bare strerror text.
+            text: format!(
+                "Failed to execute program {}: {}",
+                entry.name,
+                os_error_text(&e)
+            ),
         })?;
         let pid = child.id();
         // The child is reaped through its pidfd; std's handle is not needed.
@@ -490,21 +495,11 @@ impl Bus {
         let Ok(Some(status)) = status else {
             return;
         };
-        let exec = self.activation.pending[&name]
-            .entry
-            .exec
-            .clone()
-            .unwrap_or_default();
-        let program = exec
-            .split_whitespace()
-            .next()
-            .unwrap_or_default()
-            .to_string();
         if let Some(signal) = status.terminating_signal() {
             self.fail_activation(
                 &name,
                 "org.freedesktop.DBus.Error.Spawn.ChildSignaled",
-                &format!("Process {program} received signal {signal}"),
+                &format!("Process {name} received signal {signal}"),
             );
         } else if let Some(code) = status.exit_status()
             && code != 0
@@ -512,7 +507,7 @@ impl Bus {
             self.fail_activation(
                 &name,
                 "org.freedesktop.DBus.Error.Spawn.ChildExited",
-                &format!("Process {program} exited with status {code}"),
+                &format!("Process {name} exited with status {code}"),
             );
         }
         // Exiting with 0 before taking the name is not a failure in itself: the
@@ -583,6 +578,17 @@ impl Bus {
                 self.deliver_unicast(from, owner, &msg, &route);
             }
         }
+    }
+}
+
+/// The C library's text for an OS error, without Rust's " (os error N)" suffix.
+fn os_error_text(error: &std::io::Error) -> String {
+    match error.raw_os_error() {
+        // SAFETY: strerror returns a pointer to a static, NUL-terminated message.
+        Some(code) => unsafe { std::ffi::CStr::from_ptr(libc::strerror(code)) }
+            .to_string_lossy()
+            .into_owned(),
+        None => error.to_string(),
     }
 }
 

@@ -344,7 +344,7 @@ impl Bus {
                 self.property(iface, prop)?;
                 Err(err(
                     "org.freedesktop.DBus.Error.PropertyReadOnly",
-                    format!("Property '{prop}' cannot be set"),
+                    format!("Property '{iface}.{prop}' cannot be set"),
                 ))
             }
             (IFACE_INTROSPECTABLE, "Introspect") => {
@@ -589,7 +589,7 @@ impl Bus {
     }
 
     fn features(&self) -> Vec<&'static str> {
-        let mut features = vec!["HeaderFiltering"];
+        let mut features = vec!["ActivatableServicesChanged", "HeaderFiltering"];
         if self.systemd_activation {
             features.push("SystemdActivation");
         }
@@ -604,7 +604,7 @@ impl Bus {
         if iface != IFACE {
             return Err(err(
                 "org.freedesktop.DBus.Error.UnknownInterface",
-                format!("Interface \"{iface}\" does not exist"),
+                format!("Interface \"{iface}\" not found"),
             ));
         }
         match prop {
@@ -612,7 +612,7 @@ impl Bus {
             "Interfaces" => Ok(Value::from(self.interfaces())),
             _ => Err(err(
                 "org.freedesktop.DBus.Error.UnknownProperty",
-                format!("Property \"{prop}\" on interface \"{iface}\" does not exist"),
+                format!("Property \"{iface}.{prop}\" not found"),
             )),
         }
     }
@@ -629,7 +629,7 @@ impl Bus {
         } else {
             Err(err(
                 "org.freedesktop.DBus.Error.UnknownInterface",
-                format!("Interface \"{iface}\" does not exist"),
+                format!("Interface \"{iface}\" not found"),
             ))
         }
     }

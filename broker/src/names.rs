@@ -141,7 +141,13 @@ impl NameRegistry {
         match entry.queue.iter_mut().find(|c| c.conn == conn) {
             Some(existing) => existing.flags = flags,
             None => {
-                entry.queue.push_back(claim);
+                // As in dbus-daemon, a claim that asked to replace waits right behind the
+                // owner; any other joins the end of the queue.
+                if flags & REPLACE_EXISTING != 0 {
+                    entry.queue.insert(1, claim);
+                } else {
+                    entry.queue.push_back(claim);
+                }
                 self.by_conn.entry(conn).or_default().push(name.to_string());
             }
         }

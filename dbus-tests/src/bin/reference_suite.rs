@@ -7,13 +7,18 @@
 //! fails (or is skipped where dbus-daemon passes), and when a listed case passes, so that the
 //! list always says exactly what is missing. A case whose reason starts with "flaky" passes only
 //! sometimes: its passing is not an error, its failing is expected.
+//!
+//! dbus-daemon runs first. Each case then gets a time limit on telbusd from what it took on
+//! dbus-daemon (twice that, plus three seconds), so that a telbusd that hangs in many cases
+//! still finishes the run in a few minutes, while slow cases (`/activation/forking` takes six
+//! seconds on dbus-daemon) keep the time they need.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const TESTS: &str = "/usr/lib/dbus-1.0/installed-tests/dbus";
@@ -44,11 +49,23 @@ struct CaseResult {
     reason: String,
 }
 
+/// One run of a test binary: the whole binary (the shell test) or one case of it.
+type Run = (String, String);
+
+/// How long a case may take on telbusd, given how long it took on dbus-daemon.
+fn time_limit(on_reference: Option<Duration>, cap: Duration) -> Duration {
+    match on_reference {
+        Some(took) => (took * 2 + Duration::from_secs(3)).min(cap),
+        None => cap,
+    }
+}
+
 struct Options {
     telbusd: PathBuf,
     reference: PathBuf,
     expected: PathBuf,
     only: Option<String>,
+    /// The longest any one run may take (dbus-daemon's runs, and telbusd's cap).
     timeout: Duration,
 }
 
@@ -66,7 +83,7 @@ fn parse_options() -> Result<Options, String> {
         reference: PathBuf::from("/usr/bin/dbus-daemon"),
         expected: root.join("dbus-tests/reference-expected-failures.txt"),
         only: None,
-        timeout: Duration::from_secs(10),
+        timeout: Duration::from_secs(20),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -111,13 +128,14 @@ fn cases(binary: &str) -> Vec<String> {
     }
 }
 
-/// Run one case against `daemon` in a fresh process group, killed at the timeout.
+/// Run one case against `daemon` in a fresh process group, killed at the timeout; also says
+/// how long the run took.
 fn run_case(
     binary: &str,
     case: &str,
     daemon: &Path,
     timeout: Duration,
-) -> Vec<(String, CaseResult)> {
+) -> (Vec<(String, CaseResult)>, Duration) {
     let scratch = tempfile::tempdir().expect("a temporary directory");
     let mut command = Command::new(Path::new(TESTS).join(binary));
     command.arg("--tap");
@@ -146,7 +164,7 @@ fn run_case(
                 outcome: Outcome::Fail,
                 reason: format!("cannot start: {e}"),
             };
-            return vec![(case.to_string(), r)];
+            return (vec![(case.to_string(), r)], Duration::ZERO);
         }
     };
     let pgid = child.id() as i32;
@@ -159,17 +177,18 @@ fn run_case(
         let _ = done.send(String::from_utf8_lossy(&buf).into_owned());
     });
     let started = Instant::now();
-    let mut timed_out = false;
+    let mut timed_out = None;
     loop {
         if let Ok(Some(_)) = child.try_wait() {
             break;
         }
         if started.elapsed() > timeout {
-            timed_out = true;
+            timed_out = Some(timeout);
             break;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(10));
     }
+    let took = started.elapsed();
     // The test and every broker it started go away with the group.
     // SAFETY: kill(2) on a process group we created.
     unsafe {
@@ -179,11 +198,12 @@ fn run_case(
     let text = finished
         .recv_timeout(Duration::from_secs(2))
         .unwrap_or_default();
-    parse_tap(&text, case, timed_out)
+    (parse_tap(&text, case, timed_out), took)
 }
 
-/// Results from TAP output. A case that printed no result failed (or timed out).
-fn parse_tap(text: &str, case: &str, timed_out: bool) -> Vec<(String, CaseResult)> {
+/// Results from TAP output. A case that printed no result failed (or timed out after the
+/// given time).
+fn parse_tap(text: &str, case: &str, timed_out: Option<Duration>) -> Vec<(String, CaseResult)> {
     let mut results = Vec::new();
     let mut last_comment = String::new();
     for line in text.lines() {
@@ -226,10 +246,12 @@ fn parse_tap(text: &str, case: &str, timed_out: bool) -> Vec<(String, CaseResult
         results.push((name, CaseResult { outcome, reason }));
     }
     if results.is_empty() {
-        let reason = if timed_out {
-            "timed out".to_string()
-        } else {
-            format!("no result ({})", last_comment)
+        let reason = match timed_out {
+            Some(limit) => format!(
+                "timed out after {:.1} s (last said: {last_comment})",
+                limit.as_secs_f64()
+            ),
+            None => format!("no result (last said: {last_comment})"),
         };
         results.push((
             case.to_string(),
@@ -244,33 +266,39 @@ fn parse_tap(text: &str, case: &str, timed_out: bool) -> Vec<(String, CaseResult
 
 type Results = BTreeMap<(String, String), CaseResult>;
 
-/// Every case of `binaries` against `daemon`, two at a time.
-fn run_all(binaries: &[&str], daemon: &Path, timeout: Duration) -> Results {
-    let work: Vec<(String, String)> = binaries
+/// The results of every case, and how long each run took.
+#[derive(Default)]
+struct SuiteRun {
+    results: Results,
+    took: BTreeMap<Run, Duration>,
+}
+
+/// Every case of `binaries` against `daemon`, two at a time, each run within `limit(run)`.
+fn run_all(binaries: &[&str], daemon: &Path, limit: impl Fn(&Run) -> Duration + Sync) -> SuiteRun {
+    let work: Vec<Run> = binaries
         .iter()
         .flat_map(|b| cases(b).into_iter().map(move |c| (b.to_string(), c)))
         .collect();
-    let work = Arc::new(Mutex::new(work.into_iter()));
-    let results = Arc::new(Mutex::new(Results::new()));
-    let workers: Vec<_> = (0..2)
-        .map(|_| {
-            let (work, results, daemon) = (work.clone(), results.clone(), daemon.to_path_buf());
-            std::thread::spawn(move || {
+    let work = Mutex::new(work.into_iter());
+    let suite = Mutex::new(SuiteRun::default());
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
                 loop {
-                    let Some((binary, case)) = work.lock().unwrap().next() else {
+                    let Some(run) = work.lock().unwrap().next() else {
                         break;
                     };
-                    for (name, r) in run_case(&binary, &case, &daemon, timeout) {
-                        results.lock().unwrap().insert((binary.clone(), name), r);
+                    let (results, took) = run_case(&run.0, &run.1, daemon, limit(&run));
+                    let mut suite = suite.lock().unwrap();
+                    for (name, r) in results {
+                        suite.results.insert((run.0.clone(), name), r);
                     }
+                    suite.took.insert(run, took);
                 }
-            })
-        })
-        .collect();
-    for w in workers {
-        let _ = w.join();
-    }
-    Arc::try_unwrap(results).ok().unwrap().into_inner().unwrap()
+            });
+        }
+    });
+    suite.into_inner().unwrap()
 }
 
 fn load_expected(path: &Path) -> BTreeMap<(String, String), String> {
@@ -328,8 +356,14 @@ fn main() -> ExitCode {
         .copied()
         .filter(|b| options.only.as_deref().is_none_or(|o| o == *b))
         .collect();
-    let ours = run_all(&binaries, &options.telbusd, options.timeout);
-    let theirs = run_all(&binaries, &options.reference, options.timeout);
+    let started = Instant::now();
+    let reference_run = run_all(&binaries, &options.reference, |_| options.timeout);
+    let reference_took = started.elapsed();
+    let telbusd_run = run_all(&binaries, &options.telbusd, |run| {
+        time_limit(reference_run.took.get(run).copied(), options.timeout)
+    });
+    let telbusd_took = started.elapsed() - reference_took;
+    let (ours, theirs) = (telbusd_run.results, reference_run.results);
     let expected = load_expected(&options.expected);
 
     println!("{:<28} {:>21}   {:>21}", "", "telbusd", "dbus-daemon");
@@ -401,7 +435,12 @@ fn main() -> ExitCode {
         }
     }
     println!(
-        "\nreference suite: {} passed, {} failed, {} skipped",
+        "\ntook {:.0} s on telbusd, {:.0} s on dbus-daemon",
+        telbusd_took.as_secs_f64(),
+        reference_took.as_secs_f64()
+    );
+    println!(
+        "reference suite: {} passed, {} failed, {} skipped",
         totals[0], totals[1], totals[2]
     );
     if unexpected.is_empty() && fixed.is_empty() && stale.is_empty() {
@@ -417,15 +456,30 @@ mod tests {
 
     #[test]
     fn tap_results_are_read() {
-        let r = parse_tap("# Resetting\n# hmm\nnot ok 1 /a/b\n", "/a/b", false);
+        let r = parse_tap("# Resetting\n# hmm\nnot ok 1 /a/b\n", "/a/b", None);
         assert_eq!(r[0].1.outcome, Outcome::Fail);
         assert_eq!(r[0].1.reason, "hmm");
-        let r = parse_tap("ok 1 /x # SKIP needs root\n", "/x", false);
+        let r = parse_tap("ok 1 /x # SKIP needs root\n", "/x", None);
         assert_eq!(r[0].1.outcome, Outcome::Skip);
-        let r = parse_tap("", "/y", true);
-        assert_eq!(r[0].1.reason, "timed out");
-        let r = parse_tap("ok 1 - one\nnot ok 2 - two\n", "", false);
+        let r = parse_tap("# Start of y tests\n", "/y", Some(Duration::from_secs(3)));
+        assert_eq!(r[0].1.outcome, Outcome::Fail);
+        assert_eq!(
+            r[0].1.reason,
+            "timed out after 3.0 s (last said: Start of y tests)"
+        );
+        let r = parse_tap("ok 1 - one\nnot ok 2 - two\n", "", None);
         assert_eq!(r.len(), 2);
         assert_eq!(r[1].0, "two");
+    }
+
+    #[test]
+    fn time_limits_follow_dbus_daemon() {
+        let cap = Duration::from_secs(20);
+        let fast = time_limit(Some(Duration::from_millis(50)), cap);
+        assert_eq!(fast, Duration::from_millis(3100));
+        let slow = time_limit(Some(Duration::from_secs(6)), cap);
+        assert_eq!(slow, Duration::from_secs(15));
+        assert_eq!(time_limit(Some(Duration::from_secs(30)), cap), cap);
+        assert_eq!(time_limit(None, cap), cap);
     }
 }

@@ -1,0 +1,9 @@
+//! The pieces of the harness, one concept each.
+
+pub mod bus;
+pub mod config;
+pub mod driver;
+pub mod errors;
+pub mod process;
+pub mod service;
+pub mod timeout;
