@@ -78,8 +78,10 @@ impl Bus {
 
     /// Names to test send_destination / receive_sender rules against: those the connection
     /// owns, and its unique name.
+    /// The names policy rules see for a connection: as in dbus-daemon, the names it waits
+    /// for in a queue count as well as those it owns.
     fn names_of(&self, conn: ConnId) -> Vec<&str> {
-        let mut names: Vec<&str> = self.names.owned_by(conn).collect();
+        let mut names: Vec<&str> = self.names.claimed_by(conn).collect();
         if let Some(peer) = self.peers.get(&conn) {
             names.push(peer.unique.as_str());
         }
@@ -165,6 +167,25 @@ impl Bus {
             {
                 return Err(self.rejected("receive", from, Some(to), route, is_reply, &denial));
             }
+        }
+        Ok(())
+    }
+
+    /// Ok if `from` may send this message to `name`, which is about to be activated: the send
+    /// rules are checked against the name alone, as dbus-daemon does before it starts anything.
+    /// (The receive rules are checked once the service is there.)
+    pub fn check_send_to_activatable(
+        &self,
+        from: ConnId,
+        name: &str,
+        msg: &Message,
+        route: &Route<'_>,
+    ) -> Result<(), String> {
+        let facts = facts(msg, route, false);
+        if let Some(policy) = self.peers.get(&from).and_then(|p| p.policy.as_ref())
+            && let Decision::Deny(denial) = policy.can_send(&facts, &[name], false)
+        {
+            return Err(self.rejected("send", from, None, route, false, &denial));
         }
         Ok(())
     }

@@ -25,6 +25,9 @@ use crate::wire::Route;
 const START_SUCCESS: u32 = 1;
 const ALREADY_RUNNING: u32 = 2;
 
+/// The name systemd takes on the bus; activation requests go to it.
+const SYSTEMD: &str = "org.freedesktop.systemd1";
+
 /// Epoll tokens of the children the bus started: this base plus the pid.
 pub const TOKEN_CHILD_BASE: u64 = u64::MAX - (1 << 33);
 /// Epoll token of the inotify descriptor that watches the service directories.
@@ -161,6 +164,8 @@ pub struct Activation {
     pub env: HashMap<String, String>,
     /// Watches the service directories, so that a new `.service` file is seen at once.
     watch: Option<OwnedFd>,
+    /// ActivationRequests waiting for org.freedesktop.systemd1 to join the bus.
+    for_systemd: Vec<Message>,
 }
 
 impl Activation {
@@ -267,9 +272,21 @@ impl Bus {
         names
     }
 
-    /// A method call to an activatable name nobody owns: start the service, deliver later.
+    /// A message for an activatable name nobody owns: start the service, deliver later.
     pub fn activate_for(&mut self, from: ConnId, msg: Message, name: &str) {
-        if let Err(e) = self.start(name) {
+        let header = msg.header();
+        let route = Route::of(&header);
+        if let Err(denied) = self.check_send_to_activatable(from, name, &msg, &route) {
+            self.capture(&msg, from, None);
+            self.send_error(from, &header, crate::driver::ACCESS_DENIED, &denied);
+            return;
+        }
+        drop(header);
+        let started = self.start(name);
+        // Monitors see the message after what the bus did about it (the ActivationRequest to
+        // systemd), as in dbus-daemon.
+        self.capture(&msg, from, None);
+        if let Err(e) = started {
             self.send_error(from, &msg.header(), e.name, &e.text);
             return;
         }
@@ -388,6 +405,14 @@ impl Bus {
             use std::os::unix::process::CommandExt;
             command.uid(uid).gid(gid);
         }
+        // SAFETY: the hook only calls setrlimit, which is async-signal-safe.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            command.pre_exec(|| {
+                crate::daemon::restore_fd_limit_in_child();
+                Ok(())
+            });
+        }
         let child = command.spawn().map_err(|e| DriverError {
             name: "org.freedesktop.DBus.Error.Spawn.ExecFailed",
             // dbus-daemon names the service, not the program, and gives the bare strerror text.
@@ -423,30 +448,50 @@ impl Bus {
     /// Ask systemd to start the unit (test-sd-activation shows the protocol).
     fn ask_systemd(&mut self, entry: &ServiceEntry) {
         let unit = entry.systemd_service.clone().unwrap_or_default();
-        let Some(systemd) = self.resolve_conn("org.freedesktop.systemd1") else {
-            warn!(
-                "cannot activate {} through systemd: org.freedesktop.systemd1 is not on the bus",
-                entry.name
-            );
-            return;
-        };
-        match Message::signal(
+        let request = Message::signal(
             crate::driver::PATH,
             "org.freedesktop.systemd1.Activator",
             "ActivationRequest",
         )
         .sender(DRIVER)
         .destination("org.freedesktop.systemd1")
-        .build(&(unit.as_str(),))
-        {
-            Ok(msg) => self.deliver_from_driver(systemd, msg),
-            Err(e) => warn!("cannot build ActivationRequest: {e}"),
+        .build(&(unit.as_str(),));
+        let request = match request {
+            Ok(msg) => msg,
+            Err(e) => {
+                warn!("cannot build ActivationRequest: {e}");
+                return;
+            }
+        };
+        match self.resolve_conn(SYSTEMD) {
+            Some(systemd) => self.deliver_from_driver(systemd, request),
+            None => {
+                // systemd may join the bus later (early boot): the request waits for it, and
+                // the activation's own timeout still applies.
+                info!(
+                    "activation of {} waits for {SYSTEMD} to join the bus",
+                    entry.name
+                );
+                self.capture(&request, 0, None);
+                self.activation.for_systemd.push(request);
+            }
+        }
+    }
+
+    /// org.freedesktop.systemd1 just got an owner: hand it the requests that waited for it.
+    fn systemd_joined(&mut self) {
+        let Some(systemd) = self.resolve_conn(SYSTEMD) else {
+            return;
+        };
+        for request in std::mem::take(&mut self.activation.for_systemd) {
+            // Monitors saw it when it was made.
+            self.deliver_from_driver_uncaptured(systemd, request);
         }
     }
 
     /// systemd says a unit failed to start (ActivationFailure from org.freedesktop.systemd1).
     pub fn systemd_activation_failed(&mut self, from: ConnId, msg: &Message) {
-        if self.resolve_conn("org.freedesktop.systemd1") != Some(from) {
+        if self.resolve_conn(SYSTEMD) != Some(from) {
             warn!(
                 "ignoring a forged ActivationFailure from {}",
                 unique_name(from)
@@ -464,12 +509,17 @@ impl Bus {
             .filter(|(_, p)| p.entry.systemd_service.as_deref() == Some(unit.as_str()))
             .map(|(n, _)| n.clone())
             .collect();
+        // The callers get systemd's own error, as from dbus-daemon; a name that is not a
+        // valid error name cannot be sent and is replaced.
+        let (error_name, text) = match zbus::names::ErrorName::try_from(error_name.as_str()) {
+            Ok(_) => (error_name, text),
+            Err(_) => (
+                "org.freedesktop.systemd1.UnitFailed".to_string(),
+                format!("{error_name}: {text}"),
+            ),
+        };
         for name in names {
-            self.fail_activation(
-                &name,
-                "org.freedesktop.systemd1.UnitFailed",
-                &format!("{error_name}: {text}"),
-            );
+            self.fail_activation(&name, &error_name, &text);
         }
     }
 
@@ -547,14 +597,50 @@ impl Bus {
         &mut self,
         env: HashMap<String, String>,
     ) -> Result<(), DriverError> {
+        // Sorted, so that what systemd is told does not depend on hashing.
+        let mut assignments: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        assignments.sort();
         for (key, value) in env {
             self.activation.env.insert(key, value);
+        }
+        if self.systemd_activation {
+            self.tell_systemd_environment(&assignments);
         }
         Ok(())
     }
 
+    /// With systemd activation, systemd starts the services, so it must learn the activation
+    /// environment too (dbus-daemon calls its SetEnvironment, as test-sd-activation checks).
+    fn tell_systemd_environment(&mut self, assignments: &[String]) {
+        let systemd = self.resolve_conn(SYSTEMD);
+        let destination = systemd.map_or(SYSTEMD.to_string(), unique_name);
+        let call = Message::method_call("/org/freedesktop/systemd1", "SetEnvironment")
+            .interface("org.freedesktop.systemd1.Manager")
+            .destination(destination.as_str())
+            .sender(DRIVER)
+            .with_flags(zbus::message::Flags::NO_REPLY_EXPECTED)
+            .build(&(assignments,));
+        let call = match call {
+            Ok(call) => call,
+            Err(e) => {
+                warn!("cannot build SetEnvironment for systemd: {e}");
+                return;
+            }
+        };
+        match systemd {
+            Some(systemd) => self.deliver_from_driver(systemd, call),
+            None => {
+                self.capture(&call, 0, None);
+                self.activation.for_systemd.push(call);
+            }
+        }
+    }
+
     /// A name just got a primary owner: the messages waiting for its activation go now.
     pub fn name_acquired_by_activation(&mut self, name: &str) {
+        if name == SYSTEMD {
+            self.systemd_joined();
+        }
         let Some(p) = self.activation.pending.remove(name) else {
             return;
         };

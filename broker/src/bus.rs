@@ -335,14 +335,6 @@ impl Bus {
                 );
                 continue;
             }
-            let complete = self.peers.len() as u64 - incomplete;
-            if complete >= limits.max_completed_connections {
-                warn!(
-                    "refusing a connection: max_completed_connections={} reached",
-                    limits.max_completed_connections
-                );
-                continue;
-            }
             let id = self.next_id;
             self.next_id += 1;
             if let Err(e) = epoll::add(
@@ -493,20 +485,6 @@ impl Bus {
             // The session bus lets only its own user in, unless the configuration says more.
             if !self.allows_user(uid, &groups) {
                 let why = format!("uid {uid} is not allowed to connect to this bus");
-                self.doom(id, why);
-                return;
-            }
-            let limit = self.config.limits.max_connections_per_user;
-            let same_user = self
-                .peers
-                .values()
-                .filter(|p| p.id != id && !matches!(p.phase, Phase::Auth(_)))
-                .filter(|p| p.creds.uid == Some(uid))
-                .count() as u64;
-            if same_user >= limit {
-                let why = format!(
-                    "The maximum number of active connections for UID {uid} has been reached (max_connections_per_user={limit})"
-                );
                 self.doom(id, why);
                 return;
             }

@@ -160,6 +160,7 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    raise_fd_limit();
     if let Some(user) = config.user.clone()
         && let Err(e) = drop_privileges(&user)
     {
@@ -342,4 +343,58 @@ fn drop_privileges(user: &str) -> Result<(), String> {
     }
     info!("running as user {user} (uid {uid})");
     Ok(())
+}
+
+/// The file descriptor limit the bus started with, restored for the services it starts.
+static INITIAL_FD_LIMIT: std::sync::OnceLock<libc::rlimit> = std::sync::OnceLock::new();
+
+/// Enough descriptors for many clients passing fds, as dbus-daemon sets for itself.
+const ENOUGH_FDS: libc::rlim_t = 65536;
+
+/// Raise RLIMIT_NOFILE as dbus-daemon does: as root, to at least 65536 (soft and hard);
+/// otherwise the soft limit up to the hard one. Done before dropping privileges.
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        tracing::warn!(
+            "cannot read the fd limit: {}",
+            std::io::Error::last_os_error()
+        );
+        return;
+    }
+    let _ = INITIAL_FD_LIMIT.set(limit);
+    let mut raised = limit;
+    if rustix::process::getuid().is_root() {
+        if raised.rlim_cur != libc::RLIM_INFINITY && raised.rlim_cur < ENOUGH_FDS {
+            raised.rlim_cur = ENOUGH_FDS;
+        }
+        if raised.rlim_max != libc::RLIM_INFINITY && raised.rlim_max < raised.rlim_cur {
+            raised.rlim_max = raised.rlim_cur;
+        }
+    }
+    if raised.rlim_max == libc::RLIM_INFINITY || raised.rlim_cur < raised.rlim_max {
+        raised.rlim_cur = raised.rlim_max;
+    }
+    if raised.rlim_cur == limit.rlim_cur && raised.rlim_max == limit.rlim_max {
+        return;
+    }
+    // SAFETY: setrlimit reads the struct we own.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        tracing::warn!(
+            "cannot raise the fd limit: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Give a child the fd limit the bus was started with (called between fork and exec).
+pub fn restore_fd_limit_in_child() {
+    if let Some(limit) = INITIAL_FD_LIMIT.get() {
+        // SAFETY: setrlimit is async-signal-safe and reads a struct that lives for ever.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, limit) };
+    }
 }

@@ -393,6 +393,39 @@ impl Bus {
                 "Already handled an Hello message",
             ));
         }
+        let uid = peer.creds.uid;
+        // As in dbus-daemon, the connection limits apply to registered connections and are
+        // checked here: a refused Hello leaves the connection open, and it may try again.
+        let registered = |p: &&crate::bus::Peer| matches!(p.phase, Phase::Active | Phase::Monitor);
+        let limits = &self.config.limits;
+        let completed = self.peers.values().filter(registered).count() as u64;
+        if completed >= limits.max_completed_connections {
+            let text = "The maximum number of active connections has been reached";
+            warn!(
+                "{text} (max_completed_connections={})",
+                limits.max_completed_connections
+            );
+            return Err(err(LIMITS_EXCEEDED, text));
+        }
+        if let Some(uid) = uid {
+            let same_user = self
+                .peers
+                .values()
+                .filter(registered)
+                .filter(|p| p.creds.uid == Some(uid))
+                .count() as u64;
+            if same_user >= limits.max_connections_per_user {
+                let text = format!(
+                    "The maximum number of active connections for UID {uid} has been reached"
+                );
+                warn!(
+                    "{text} (max_connections_per_user={})",
+                    limits.max_connections_per_user
+                );
+                return Err(err(LIMITS_EXCEEDED, text));
+            }
+        }
+        let peer = self.peers.get_mut(&from).expect("caller exists");
         peer.phase = Phase::Active;
         let name = peer.unique_name();
         info!("{name} connected ({})", peer.loginfo());
@@ -678,16 +711,25 @@ impl Bus {
 
     /// An error reply from the bus to a method call (nothing for other messages or calls
     /// that asked for no reply).
+    ///
+    /// As in dbus-daemon, whatever the refused message was (a signal or a call that expects no
+    /// reply too): clients ignore errors they did not ask for, and monitors see why it went
+    /// nowhere.
     pub fn send_error(&mut self, to: ConnId, call: &Header<'_>, name: &str, text: &str) {
-        let no_reply = call
-            .primary()
-            .flags()
-            .contains(zbus::message::Flags::NO_REPLY_EXPECTED);
-        if call.message_type() != zbus::message::Type::MethodCall || no_reply {
+        match Message::error(call, name).sender(DRIVER).build(&(text,)) {
+            Ok(msg) => self.deliver_from_driver(to, msg),
+            Err(e) => warn!("cannot build error {name}: {e}"),
+        }
+    }
+
+    /// The error a refused delivery would have caused, shown to monitors only: the sender of a
+    /// broadcast is not told that one of its recipients may not receive it (as in dbus-daemon).
+    pub fn capture_error(&mut self, sender: ConnId, call: &Header<'_>, name: &str, text: &str) {
+        if self.monitors.is_empty() {
             return;
         }
         match Message::error(call, name).sender(DRIVER).build(&(text,)) {
-            Ok(msg) => self.deliver_from_driver(to, msg),
+            Ok(msg) => self.capture(&msg, 0, Some(sender)),
             Err(e) => warn!("cannot build error {name}: {e}"),
         }
     }

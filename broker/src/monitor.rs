@@ -111,12 +111,16 @@ impl Bus {
             self.names.owned_by(from).collect()
         };
         let addressed_unique = to.map(unique_name);
+        let addressed_names: Vec<&str> = to
+            .map(|id| self.names.owned_by(id).collect())
+            .unwrap_or_default();
         let query = MatchMessage {
             msg_type: route.msg_type,
             sender: Some(&sender),
             sender_names: &owned,
             destination: route.destination,
             addressed_unique: addressed_unique.as_deref(),
+            addressed_names: &addressed_names,
             path: route.path,
             interface: route.interface,
             member: route.member,

@@ -80,6 +80,16 @@ impl NameRegistry {
             .map(String::as_str)
     }
 
+    /// Names `conn` owns or waits in the queue for: what dbus-daemon's send_destination and
+    /// receive_sender rules look at.
+    pub fn claimed_by(&self, conn: ConnId) -> impl Iterator<Item = &str> {
+        self.by_conn
+            .get(&conn)
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+    }
+
     /// Names `conn` owns or is queued for (what max_names_per_connection counts).
     pub fn claims_of(&self, conn: ConnId) -> usize {
         self.by_conn.get(&conn).map_or(0, Vec::len)

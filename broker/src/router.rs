@@ -39,42 +39,68 @@ impl Bus {
             }
             _ => {}
         }
-        self.capture(&msg, from, None);
         match route.destination {
+            Some(DRIVER) if is_activation_failure(&route) => {
+                // dbus-daemon fails the activation's callers at once and shows monitors the
+                // signal afterwards (the test-monitor activation case checks that order).
+                self.driver_call(from, &msg, &route);
+                self.capture(&msg, from, None);
+            }
             Some(DRIVER) => {
-                if let Err(denied) = self.check_send(from, None, &msg, &route, false) {
+                // Monitors see every message before any check refuses it.
+                self.capture(&msg, from, None);
+                // As in dbus-daemon, a connection's Hello is never refused by policy.
+                let is_hello = route.member == Some("Hello")
+                    && self
+                        .peers
+                        .get(&from)
+                        .is_some_and(|p| matches!(p.phase, Phase::Unregistered));
+                if !is_hello && let Err(denied) = self.check_send(from, None, &msg, &route, false) {
                     self.send_error(from, &header, crate::driver::ACCESS_DENIED, &denied);
                     return;
                 }
                 self.driver_call(from, &msg, &route)
             }
             Some(dest) => self.unicast(from, &msg, &route, dest),
-            None if route.msg_type == Type::Signal => self.broadcast(from, &msg, &route),
-            // A call without a destination is for the peer at the other end of a
-            // peer-to-peer connection; on a bus nobody takes it (as in dbus-daemon).
-            None => debug!("dropped a {:?} without destination", route.msg_type),
+            None => {
+                self.capture(&msg, from, None);
+                if route.msg_type == Type::Signal {
+                    self.broadcast(from, &msg, &route);
+                } else {
+                    // A call without a destination is for the peer at the other end of a
+                    // peer-to-peer connection; on a bus nobody takes it (as in dbus-daemon).
+                    debug!("dropped a {:?} without destination", route.msg_type);
+                }
+            }
         }
     }
 
+    /// A message for one name. As in dbus-daemon, any type of message (a signal too) to an
+    /// unowned name starts its service, unless it has NO_AUTO_START.
     fn unicast(&mut self, from: ConnId, msg: &Message, route: &Route<'_>, dest: &str) {
         let Some(target) = self.resolve_conn(dest) else {
-            if route.msg_type == Type::MethodCall {
-                if !route.no_auto_start && !dest.starts_with(':') && self.is_activatable(dest) {
+            if !route.no_auto_start {
+                // Errors for names nobody provides come from activation, as in dbus-daemon.
+                if !dest.starts_with(':') && self.is_activatable(dest) {
                     self.activate_for(from, msg.clone(), dest);
                     return;
                 }
-                let (name, text) = if route.no_auto_start {
-                    (NAME_HAS_NO_OWNER, format!("Name \"{dest}\" does not exist"))
-                } else {
-                    (
-                        SERVICE_UNKNOWN,
-                        format!("The name {dest} was not provided by any .service files"),
-                    )
-                };
-                self.send_error(from, &msg.header(), name, &text);
             }
+            self.capture(msg, from, None);
+            let (name, text) = if route.no_auto_start {
+                (NAME_HAS_NO_OWNER, format!("Name \"{dest}\" does not exist"))
+            } else {
+                (
+                    SERVICE_UNKNOWN,
+                    format!("The name {dest} was not provided by any .service files"),
+                )
+            };
+            self.send_error(from, &msg.header(), name, &text);
             return;
         };
+        // A monitor rule with destination= a unique name also matches a message sent to one
+        // of that connection's well-known names.
+        self.capture(msg, from, Some(target));
         self.deliver_unicast(from, target, msg, route);
     }
 
@@ -104,10 +130,7 @@ impl Bus {
                     from,
                     &header,
                     LIMITS_EXCEEDED,
-                    &format!(
-                        "The maximum number of pending replies for \"{}\" ({limit}) has been reached",
-                        unique_name(from)
-                    ),
+                    "The maximum number of pending replies per connection has been reached",
                 );
                 return;
             }
@@ -185,15 +208,24 @@ impl Bus {
             if !peer.is_active() {
                 continue;
             }
+            let header = msg.header();
             if route.unix_fds > 0 && !peer.unix_fds {
                 debug!("broadcast with fds not delivered to {}", unique_name(to));
+                let text = format!(
+                    "broadcast cannot be delivered to {} because it does not support receiving Unix fds",
+                    unique_name(to)
+                );
+                self.capture_error(
+                    from,
+                    &header,
+                    "org.freedesktop.DBus.Error.NotSupported",
+                    &text,
+                );
                 continue;
             }
             let eavesdropping = addressed.is_some();
-            if self
-                .check_receive_broadcast(from, to, msg, route, eavesdropping)
-                .is_err()
-            {
+            if let Err(denied) = self.check_receive_broadcast(from, to, msg, route, eavesdropping) {
+                self.capture_error(from, &header, crate::driver::ACCESS_DENIED, &denied);
                 continue;
             }
             if self.enqueue(to, msg.clone()).is_err() {
@@ -219,12 +251,16 @@ impl Bus {
             .map(|id| self.names.owned_by(id).collect())
             .unwrap_or_default();
         let addressed_unique = addressed.map(unique_name);
+        let addressed_names: Vec<&str> = addressed
+            .map(|id| self.names.owned_by(id).collect())
+            .unwrap_or_default();
         let query = MatchMessage {
             msg_type: route.msg_type,
             sender: Some(&sender),
             sender_names: &owned,
             destination: route.destination,
             addressed_unique: addressed_unique.as_deref(),
+            addressed_names: &addressed_names,
             path: route.path,
             interface: route.interface,
             member: route.member,
@@ -239,6 +275,11 @@ impl Bus {
     /// A message from the bus itself to one connection.
     pub fn deliver_from_driver(&mut self, to: ConnId, msg: Message) {
         self.capture(&msg, 0, Some(to));
+        self.deliver_from_driver_uncaptured(to, msg);
+    }
+
+    /// The same, for a message monitors were shown already.
+    pub fn deliver_from_driver_uncaptured(&mut self, to: ConnId, msg: Message) {
         let header = msg.header();
         let route = Route::of(&header);
         if !self.check_receive_from_driver(to, &msg, &route) {
@@ -246,6 +287,11 @@ impl Bus {
                 "policy keeps a message from the bus from {}",
                 unique_name(to)
             );
+            let text = format!(
+                "{} is not allowed to receive this message from the bus",
+                unique_name(to)
+            );
+            self.capture_error(to, &header, crate::driver::ACCESS_DENIED, &text);
             return;
         }
         if self.enqueue(to, msg.clone()).is_err() {
@@ -280,4 +326,11 @@ impl Bus {
             }
         }
     }
+}
+
+/// systemd's report that a unit it was asked to start failed.
+fn is_activation_failure(route: &Route<'_>) -> bool {
+    route.msg_type == Type::Signal
+        && route.interface == Some("org.freedesktop.systemd1.Activator")
+        && route.member == Some("ActivationFailure")
 }

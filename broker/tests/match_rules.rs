@@ -69,6 +69,7 @@ struct Sent {
     names: Vec<&'static str>,
     destination: Option<String>,
     addressed_unique: Option<String>,
+    addressed_names: Vec<&'static str>,
     path: Option<String>,
     interface: Option<String>,
     member: Option<String>,
@@ -83,6 +84,7 @@ impl Sent {
             names: names.to_vec(),
             destination: header.destination().map(|d| d.to_string()),
             addressed_unique: None,
+            addressed_names: Vec::new(),
             path: header.path().map(|p| p.to_string()),
             interface: header.interface().map(|i| i.to_string()),
             member: header.member().map(|m| m.to_string()),
@@ -94,6 +96,10 @@ impl Sent {
 
     fn addressed_to(mut self, unique: &str) -> Self {
         self.addressed_unique = Some(unique.to_string());
+        // The router resolved a well-known destination to its primary owner.
+        if let Some(name) = self.destination.clone().filter(|d| !d.starts_with(':')) {
+            self.addressed_names.push(Box::leak(name.into_boxed_str()));
+        }
         self
     }
 
@@ -104,6 +110,7 @@ impl Sent {
             sender_names: &self.names,
             destination: self.destination.as_deref(),
             addressed_unique: self.addressed_unique.as_deref(),
+            addressed_names: &self.addressed_names,
             path: self.path.as_deref(),
             interface: self.interface.as_deref(),
             member: self.member.as_deref(),

@@ -131,6 +131,8 @@ pub struct MatchMessage<'a> {
     pub destination: Option<&'a str>,
     /// Unique name of the connection the message is addressed to (None for a broadcast).
     pub addressed_unique: Option<&'a str>,
+    /// Well-known names the addressed connection is the primary owner of.
+    pub addressed_names: &'a [&'a str],
     pub path: Option<&'a str>,
     pub interface: Option<&'a str>,
     pub member: Option<&'a str>,
@@ -227,7 +229,13 @@ impl MatchRule {
             let Some(destination) = msg.destination else {
                 return false;
             };
-            if want != destination && msg.addressed_unique.is_none_or(|unique| want != unique) {
+            // As dbus-daemon: once the recipient is known, the rule names it by any name it
+            // owns, whichever name the sender used; before that, by the name the sender used.
+            let names_recipient = match msg.addressed_unique {
+                Some(unique) => want == unique || msg.addressed_names.contains(&want),
+                None => want == destination,
+            };
+            if !names_recipient {
                 return false;
             }
         }
