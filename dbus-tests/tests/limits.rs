@@ -1,0 +1,331 @@
+//! dbus-daemon's `<limit>`s, each set low on a test bus: the client that goes over one gets
+//! dbus-daemon's error (or is disconnected, where dbus-daemon disconnects), and the bus keeps
+//! serving everyone else. Also a slow reader: a client that stops reading while another floods
+//! it must neither stop a third client nor grow the broker's memory without bound.
+//!
+//! Every test passes against dbus-daemon too (`TELBUS_TEST_DAEMON=/usr/bin/dbus-daemon`).
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use telbus_dbus_tests::{
+    ServiceThread, TEST_INTERFACE, TEST_PATH, TestBus, add_match, call_driver, expect_error_name,
+    run,
+};
+use zbus::Message;
+
+const LIMITS_EXCEEDED: &str = "org.freedesktop.DBus.Error.LimitsExceeded";
+
+fn bus_with_limit(name: &str, value: u64) -> TestBus {
+    TestBus::with_config(&format!(r#"<limit name="{name}">{value}</limit>"#))
+}
+
+/// The unix socket path of a test bus (`unix:path=…,guid=…`).
+fn socket_path(bus: &TestBus) -> String {
+    let address = bus.address();
+    let path = address
+        .split(',')
+        .find_map(|part| part.strip_prefix("unix:path="))
+        .unwrap_or_else(|| panic!("a unix:path address: {address}"));
+    path.to_string()
+}
+
+/// A client on a plain socket that authenticates, says Hello and then does only what the test
+/// tells it: in particular, it may never read again.
+struct RawClient {
+    stream: UnixStream,
+    serial: u32,
+}
+
+impl RawClient {
+    fn connect(bus: &TestBus) -> RawClient {
+        let mut stream = UnixStream::connect(Path::new(&socket_path(bus))).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let uid = rustix::process::geteuid().as_raw().to_string();
+        let hex: String = uid.bytes().map(|b| format!("{b:02x}")).collect();
+        stream
+            .write_all(format!("\0AUTH EXTERNAL {hex}\r\n").as_bytes())
+            .unwrap();
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while !line.ends_with(b"\r\n") {
+            stream.read_exact(&mut byte).expect("the bus answers AUTH");
+            line.push(byte[0]);
+        }
+        assert!(
+            line.starts_with(b"OK "),
+            "{}",
+            String::from_utf8_lossy(&line)
+        );
+        stream.write_all(b"BEGIN\r\n").unwrap();
+        let mut client = RawClient { stream, serial: 0 };
+        client.send(
+            Message::method_call("/org/freedesktop/DBus", "Hello")
+                .destination("org.freedesktop.DBus")
+                .interface("org.freedesktop.DBus"),
+            &(),
+        );
+        client
+    }
+
+    fn send<B>(&mut self, builder: zbus::message::Builder<'_>, body: &B)
+    where
+        B: serde::Serialize + zbus::DynamicType,
+    {
+        self.serial += 1;
+        let msg = builder
+            .serial(std::num::NonZeroU32::new(self.serial).unwrap())
+            .build(body)
+            .expect("build a message");
+        self.stream
+            .write_all(&msg.data()[..])
+            .expect("write a message");
+    }
+
+    /// Subscribes to every signal, then never reads them.
+    fn subscribe_to_everything(&mut self) {
+        self.send(
+            Message::method_call("/org/freedesktop/DBus", "AddMatch")
+                .destination("org.freedesktop.DBus")
+                .interface("org.freedesktop.DBus"),
+            &("type='signal'",),
+        );
+    }
+}
+
+#[test]
+fn max_names_per_connection() {
+    // As in dbus-daemon, the unique name counts: 3 leaves room for two well-known names.
+    let bus = bus_with_limit("max_names_per_connection", 3);
+    run(async {
+        let client = bus.connect().await;
+        for name in ["org.telbus.Limits.A", "org.telbus.Limits.B"] {
+            client.request_name(name).await.expect("under the limit");
+        }
+        let over = client.request_name("org.telbus.Limits.C").await;
+        assert_eq!(expect_error_name(over), LIMITS_EXCEEDED);
+        // The names it has are still its own.
+        let owner = call_driver(&client, "GetNameOwner", &("org.telbus.Limits.A",))
+            .await
+            .unwrap();
+        assert_eq!(
+            owner.body().deserialize::<String>().unwrap(),
+            client.unique_name().unwrap().as_str()
+        );
+    });
+    bus.assert_alive();
+}
+
+#[test]
+fn max_match_rules_per_connection() {
+    let bus = bus_with_limit("max_match_rules_per_connection", 2);
+    run(async {
+        let client = bus.connect().await;
+        // zbus adds a rule of its own for NameAcquired/NameLost on some versions: count what
+        // is left by adding rules until one is refused.
+        let mut added = 0;
+        let refused = loop {
+            match add_match(&client, &format!("type='signal',member='M{added}'")).await {
+                Ok(()) => added += 1,
+                Err(e) => break e,
+            }
+            assert!(added <= 2, "more rules than the limit were accepted");
+        };
+        assert_eq!(expect_error_name::<(), _>(Err(refused)), LIMITS_EXCEEDED);
+        // Another connection has its own allowance.
+        let other = bus.connect().await;
+        add_match(&other, "type='signal',member='Other'")
+            .await
+            .expect("another connection is not limited by the first");
+    });
+    bus.assert_alive();
+}
+
+#[test]
+fn max_replies_per_connection_and_reply_timeout() {
+    let bus = TestBus::with_config(
+        r#"<limit name="max_replies_per_connection">2</limit>
+           <limit name="reply_timeout">1000</limit>"#,
+    );
+    // A callee that takes calls and never answers.
+    let mut silent = RawClient::connect(&bus);
+    silent.send(
+        Message::method_call("/org/freedesktop/DBus", "RequestName")
+            .destination("org.freedesktop.DBus")
+            .interface("org.freedesktop.DBus"),
+        &("org.telbus.Limits.Silent", 4u32),
+    );
+    bus.wait_for_owner("org.telbus.Limits.Silent", Duration::from_secs(5));
+    run(async {
+        let caller = bus.connect().await;
+        let call = || {
+            caller.call_method(
+                Some("org.telbus.Limits.Silent"),
+                "/",
+                Some("org.telbus.Limits"),
+                "Wait",
+                &(),
+            )
+        };
+        // Two calls wait for replies (the limit); the third is refused at once.
+        let (first, second, third) = futures::join!(call(), call(), async {
+            // A round trip on the same connection: the bus has the first two calls by then.
+            call_driver(&caller, "GetId", &()).await.unwrap();
+            call().await
+        });
+        assert_eq!(expect_error_name(third), LIMITS_EXCEEDED);
+        // The two that waited end with NoReply at reply_timeout.
+        for waited in [first, second] {
+            assert_eq!(
+                expect_error_name(waited),
+                "org.freedesktop.DBus.Error.NoReply"
+            );
+        }
+    });
+    bus.assert_alive();
+}
+
+#[test]
+fn max_connections_per_user_refuses_hello() {
+    let bus = bus_with_limit("max_connections_per_user", 2);
+    run(async {
+        let first = bus.connect().await;
+        let _second = bus.connect().await;
+        let third = zbus::connection::Builder::address(bus.address())
+            .build()
+            .await;
+        let error = third.expect_err("a third connection of the same user is refused");
+        assert!(
+            error.to_string().contains("LimitsExceeded"),
+            "unexpected error: {error}"
+        );
+        // The first two keep working.
+        call_driver(&first, "GetId", &()).await.unwrap();
+    });
+    bus.assert_alive();
+}
+
+#[test]
+fn max_completed_connections_refuses_hello() {
+    let bus = bus_with_limit("max_completed_connections", 2);
+    run(async {
+        let first = bus.connect().await;
+        let _second = bus.connect().await;
+        let third = zbus::connection::Builder::address(bus.address())
+            .build()
+            .await;
+        let error = third.expect_err("a third connection is refused");
+        assert!(
+            error.to_string().contains("LimitsExceeded"),
+            "unexpected error: {error}"
+        );
+        call_driver(&first, "GetId", &()).await.unwrap();
+    });
+    bus.assert_alive();
+}
+
+#[test]
+fn an_oversized_message_disconnects_its_sender_only() {
+    let bus = bus_with_limit("max_message_size", 4096);
+    let service = ServiceThread::start(&bus, Some("org.telbus.Limits.Echo"));
+    run(async {
+        let sender = bus.connect().await;
+        let big = "x".repeat(8192);
+        let result = sender
+            .call_method(
+                Some("org.telbus.Limits.Echo"),
+                TEST_PATH,
+                Some(TEST_INTERFACE),
+                "Echo",
+                &(big.as_str(),),
+            )
+            .await;
+        assert!(result.is_err(), "an 8 KiB message passed a 4 KiB limit");
+        // Everyone else is served.
+        let other = bus.connect().await;
+        let reply = other
+            .call_method(
+                Some("org.telbus.Limits.Echo"),
+                TEST_PATH,
+                Some(TEST_INTERFACE),
+                "Echo",
+                &("small",),
+            )
+            .await
+            .expect("a small call still works");
+        assert_eq!(reply.body().deserialize::<String>().unwrap(), "small");
+    });
+    drop(service);
+    bus.assert_alive();
+}
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+#[test]
+fn a_slow_reader_does_not_stop_others_nor_grow_the_bus() {
+    // 1 MiB of queue per connection: the flood below is 32 times that.
+    let bus = bus_with_limit("max_outgoing_bytes", 1 << 20);
+    let service = ServiceThread::start(&bus, Some("org.telbus.Limits.Echo"));
+    let mut sleeper = RawClient::connect(&bus);
+    sleeper.subscribe_to_everything();
+    let before = rss_kib(bus.pid());
+    run(async {
+        let flooder = bus.connect().await;
+        let payload = "y".repeat(32 * 1024);
+        // 32 MiB of signals, all of which the sleeper's rule matches.
+        for _ in 0..1024 {
+            flooder
+                .emit_signal(
+                    None::<&str>,
+                    "/org/telbus/Flood",
+                    "org.telbus.Flood",
+                    "Wave",
+                    &(payload.as_str(),),
+                )
+                .await
+                .expect("the flooder is not stopped");
+        }
+        // A third client is served throughout.
+        let bystander = bus.connect().await;
+        for i in 0..20 {
+            let text = format!("still here {i}");
+            let reply = bystander
+                .call_method(
+                    Some("org.telbus.Limits.Echo"),
+                    TEST_PATH,
+                    Some(TEST_INTERFACE),
+                    "Echo",
+                    &(text.as_str(),),
+                )
+                .await
+                .expect("the bystander is served while the sleeper sleeps");
+            assert_eq!(reply.body().deserialize::<String>().unwrap(), text);
+        }
+    });
+    let after = rss_kib(bus.pid());
+    eprintln!(
+        "broker RSS with a stalled reader after a 32 MiB flood: {before} KiB before, {after} KiB after"
+    );
+    // What the sleeper may hold is bounded by max_outgoing_bytes; the 32 MiB flood must not
+    // have been kept for it.
+    assert!(
+        after < before + 16 * 1024,
+        "the broker grew by {} KiB for a reader that does not read",
+        after - before
+    );
+    drop(sleeper);
+    drop(service);
+    bus.assert_alive();
+}
