@@ -5,6 +5,7 @@
 //! other recipients of a broadcast; a flush writes as many of them as the socket takes in one
 //! `sendmsg`, so a busy peer costs one system call for many messages.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
@@ -27,6 +28,15 @@ const MAX_BATCH: usize = 64;
 pub const MAX_FDS_PER_MESSAGE: usize = 253;
 /// Bytes read per `recvmsg` at least.
 const READ_CHUNK: usize = 64 * 1024;
+/// How many read buffers of idle peers are kept for reuse.
+const MAX_SPARE_BUFFERS: usize = 16;
+
+thread_local! {
+    /// Read buffers of peers that went idle, for the next peer that reads: an idle connection
+    /// then holds no buffer (instead of 64 KiB), and a busy one does not allocate and zero a
+    /// fresh buffer each time it wakes up. The broker's event loop is one thread.
+    static SPARE_BUFFERS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
 
 /// What is waiting to be written to a peer.
 #[derive(Default)]
@@ -163,18 +173,33 @@ impl InBuffer {
         self.buf.len()
     }
 
-    /// Give memory back once a large message went through.
+    /// Give the buffer back when everything in it was consumed (the peer has nothing more to
+    /// read for now): to the spare buffers for the next reader, or to the allocator when it
+    /// grew for a large message or enough are spare already.
     pub fn shrink(&mut self) {
-        if self.start == self.end && self.buf.len() > 4 * READ_CHUNK {
-            self.buf = Vec::new();
-            self.start = 0;
-            self.end = 0;
+        if self.start != self.end || self.buf.is_empty() {
+            return;
+        }
+        let buf = std::mem::take(&mut self.buf);
+        self.start = 0;
+        self.end = 0;
+        if buf.len() <= 4 * READ_CHUNK {
+            SPARE_BUFFERS.with_borrow_mut(|spare| {
+                if spare.len() < MAX_SPARE_BUFFERS {
+                    spare.push(buf);
+                }
+            });
         }
     }
 
     /// Read once from `fd`, making room for at least `want` more bytes.
     pub fn read_from(&mut self, fd: BorrowedFd<'_>, want: usize) -> io::Result<ReadOutcome> {
         let need = want.max(READ_CHUNK / 4);
+        if self.buf.is_empty()
+            && let Some(spare) = SPARE_BUFFERS.with_borrow_mut(|spare| spare.pop())
+        {
+            self.buf = spare;
+        }
         if self.buf.len() - self.end < need {
             // Move what is pending to the front, then grow if that is not enough.
             self.buf.copy_within(self.start..self.end, 0);
