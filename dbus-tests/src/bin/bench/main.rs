@@ -18,12 +18,15 @@ use brokers::{Broker, Kind};
 use workloads::Settings;
 
 const USAGE: &str = "\
-usage: telbus-bench [--json] [--only NAME,...] [--seconds S] [--telbusd PATH] [--busd PATH]
+usage: telbus-bench [--json] [--only NAME,...] [--workloads NAME,...] [--seconds S]
+                    [--telbusd PATH] [--busd PATH]
 
 Runs telbusd, dbus-daemon, dbus-broker and busd (those found) side by side on private sockets
 and prints a table of the results with the ratio telbusd/other.
   --json          print the results as JSON instead of a table
   --only LIST     brokers to run, of telbusd,dbus-daemon,dbus-broker,busd
+  --workloads LIST  workloads to run, of round-trip,pipelined,pairs,fan-out,connections,memory
+                  (e.g. only pipelined, to profile a broker started through a --telbusd wrapper)
   --seconds S     length of each throughput workload (default 2)
   --telbusd PATH  default: telbusd beside this binary
   --busd PATH     default: target/bench-tools/bin/busd, then busd on PATH";
@@ -42,6 +45,15 @@ struct Metric {
     unit: &'static str,
     better: Better,
 }
+
+const WORKLOADS: &[&str] = &[
+    "round-trip",
+    "pipelined",
+    "pairs",
+    "fan-out",
+    "connections",
+    "memory",
+];
 
 const METRICS: &[Metric] = &[
     Metric {
@@ -136,6 +148,7 @@ fn main() {
         .unwrap_or_default();
     let mut telbusd = exe_dir.join("telbusd");
     let mut busd: Option<PathBuf> = None;
+    let mut workloads: Vec<String> = WORKLOADS.iter().map(|w| w.to_string()).collect();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| {
@@ -153,6 +166,13 @@ fn main() {
                     std::process::exit(2)
                 }
                 only = Some(names);
+            }
+            "--workloads" => {
+                workloads = value("--workloads").split(',').map(String::from).collect();
+                if let Some(bad) = workloads.iter().find(|w| !WORKLOADS.contains(&w.as_str())) {
+                    eprintln!("unknown workload {bad}\n{USAGE}");
+                    std::process::exit(2)
+                }
             }
             "--seconds" => {
                 seconds = value("--seconds").parse().unwrap_or_else(|_| {
@@ -210,7 +230,7 @@ fn main() {
             Some(binary) => {
                 let broker = Broker { kind, binary };
                 eprintln!("benchmarking {} ({})", kind.name(), broker.binary.display());
-                columns.push(run_broker(broker, &settings));
+                columns.push(run_broker(broker, &settings, &workloads));
             }
             None => missing.push(kind.name()),
         }
@@ -236,7 +256,7 @@ fn micros(d: Duration) -> f64 {
 
 /// Run every workload against a fresh instance of `broker`; a workload that fails leaves its
 /// rows empty and its error in the column.
-fn run_broker(broker: Broker, settings: &Settings) -> Column {
+fn run_broker(broker: Broker, settings: &Settings, workloads: &[String]) -> Column {
     let version = broker.version();
     let mut column = Column {
         broker: broker.clone(),
@@ -253,66 +273,79 @@ fn run_broker(broker: Broker, settings: &Settings) -> Column {
     };
     let socket = running.socket.clone();
     let pid = running.pid;
+    let selected = |name: &str| workloads.iter().any(|w| w == name);
     let mut step = |name: &str, column: &mut Column, result: std::io::Result<()>| {
         if let Err(e) = result {
             let alive = running.check_alive().err().unwrap_or_default();
             column.errors.push(format!("{name}: {e} {alive}"));
         }
     };
-    let r = workloads::round_trip(&socket, settings).map(|rt| {
-        column
-            .values
-            .push(("round_trip_median_us", micros(rt.median)));
-        column.values.push(("round_trip_p99_us", micros(rt.p99)));
-    });
-    step("round trip", &mut column, r);
-    let r = workloads::pipelined(&socket, pid, 1, settings.pipeline_depth, settings.duration).map(
-        |t| {
+    if selected("round-trip") {
+        let r = workloads::round_trip(&socket, settings).map(|rt| {
             column
                 .values
-                .push(("pipelined_calls_per_s", t.calls_per_second));
-            if let Some(cpu) = t.cpu_per_call {
+                .push(("round_trip_median_us", micros(rt.median)));
+            column.values.push(("round_trip_p99_us", micros(rt.p99)));
+        });
+        step("round trip", &mut column, r);
+    }
+    if selected("pipelined") {
+        let r = workloads::pipelined(&socket, pid, 1, settings.pipeline_depth, settings.duration)
+            .map(|t| {
                 column
                     .values
-                    .push(("pipelined_broker_cpu_per_call_us", micros(cpu)));
+                    .push(("pipelined_calls_per_s", t.calls_per_second));
+                if let Some(cpu) = t.cpu_per_call {
+                    column
+                        .values
+                        .push(("pipelined_broker_cpu_per_call_us", micros(cpu)));
+                }
+                if let Some(load) = t.broker_load {
+                    column.values.push(("pipelined_broker_load", load));
+                }
+            });
+        step("pipelined", &mut column, r);
+    }
+    if selected("pairs") {
+        let r =
+            workloads::pipelined(&socket, pid, settings.pairs, 32, settings.duration).map(|t| {
+                column
+                    .values
+                    .push(("pairs_calls_per_s", t.calls_per_second))
+            });
+        step("pairs", &mut column, r);
+    }
+    if selected("fan-out") {
+        let r = workloads::fan_out(&socket, pid, settings).map(|f| {
+            column
+                .values
+                .push(("fan_out_deliveries_per_s", f.deliveries_per_second));
+            column.values.push(("fan_out_lost", f.lost as f64));
+            if let Some(load) = f.broker_load {
+                column.values.push(("fan_out_broker_load", load));
             }
-            if let Some(load) = t.broker_load {
-                column.values.push(("pipelined_broker_load", load));
+        });
+        step("fan-out", &mut column, r);
+    }
+    if selected("connections") {
+        let r = workloads::connections(&socket, 2, settings.duration)
+            .map(|rate| column.values.push(("connections_per_s", rate)));
+        step("connections", &mut column, r);
+    }
+    if selected("memory") {
+        let r = workloads::memory_per_connection(
+            &socket,
+            pid,
+            settings.idle_connections,
+            settings.rules_per_idle_connection,
+        )
+        .map(|bytes| {
+            if let Some(bytes) = bytes {
+                column.values.push(("idle_connection_kib", bytes / 1024.0));
             }
-        },
-    );
-    step("pipelined", &mut column, r);
-    let r = workloads::pipelined(&socket, pid, settings.pairs, 32, settings.duration).map(|t| {
-        column
-            .values
-            .push(("pairs_calls_per_s", t.calls_per_second))
-    });
-    step("pairs", &mut column, r);
-    let r = workloads::fan_out(&socket, pid, settings).map(|f| {
-        column
-            .values
-            .push(("fan_out_deliveries_per_s", f.deliveries_per_second));
-        column.values.push(("fan_out_lost", f.lost as f64));
-        if let Some(load) = f.broker_load {
-            column.values.push(("fan_out_broker_load", load));
-        }
-    });
-    step("fan-out", &mut column, r);
-    let r = workloads::connections(&socket, 2, settings.duration)
-        .map(|rate| column.values.push(("connections_per_s", rate)));
-    step("connections", &mut column, r);
-    let r = workloads::memory_per_connection(
-        &socket,
-        pid,
-        settings.idle_connections,
-        settings.rules_per_idle_connection,
-    )
-    .map(|bytes| {
-        if let Some(bytes) = bytes {
-            column.values.push(("idle_connection_kib", bytes / 1024.0));
-        }
-    });
-    step("memory", &mut column, r);
+        });
+        step("memory", &mut column, r);
+    }
     column
 }
 
