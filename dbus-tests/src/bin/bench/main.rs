@@ -117,6 +117,12 @@ const METRICS: &[Metric] = &[
         better: Better::Higher,
     },
     Metric {
+        key: "connections_broker_load",
+        label: "broker CPU use, connecting (1 = a core)",
+        unit: "",
+        better: Better::Neither,
+    },
+    Metric {
         key: "idle_connection_kib",
         label: "memory per idle connection, 5 rules",
         unit: "KiB",
@@ -328,8 +334,12 @@ fn run_broker(broker: Broker, settings: &Settings, workloads: &[String]) -> Colu
         step("fan-out", &mut column, r);
     }
     if selected("connections") {
-        let r = workloads::connections(&socket, 2, settings.duration)
-            .map(|rate| column.values.push(("connections_per_s", rate)));
+        let r = workloads::connections(&socket, pid, 2, settings.duration).map(|(rate, load)| {
+            column.values.push(("connections_per_s", rate));
+            if let Some(load) = load {
+                column.values.push(("connections_broker_load", load));
+            }
+        });
         step("connections", &mut column, r);
     }
     if selected("memory") {

@@ -332,8 +332,15 @@ pub fn fan_out(socket: &Path, broker_pid: u32, settings: &Settings) -> io::Resul
     })
 }
 
-/// Connections per second: connect, authenticate, Hello, close, on `threads` threads at once.
-pub fn connections(socket: &Path, threads: usize, duration: Duration) -> io::Result<f64> {
+/// Connections per second (and the broker's CPU use meanwhile): connect, authenticate, Hello,
+/// close, on `threads` threads at once.
+pub fn connections(
+    socket: &Path,
+    broker_pid: u32,
+    threads: usize,
+    duration: Duration,
+) -> io::Result<(f64, Option<f64>)> {
+    let meter = CpuMeter::start(broker_pid);
     let start = Instant::now();
     let workers: Vec<_> = (0..threads)
         .map(|_| {
@@ -354,7 +361,11 @@ pub fn connections(socket: &Path, threads: usize, duration: Duration) -> io::Res
             .join()
             .map_err(|_| io::Error::other("connecting thread panicked"))??;
     }
-    Ok(total as f64 / start.elapsed().as_secs_f64())
+    let (cpu, wall) = meter.stop();
+    Ok((
+        total as f64 / wall.as_secs_f64(),
+        cpu.map(|c| c.as_secs_f64() / wall.as_secs_f64()),
+    ))
 }
 
 /// Resident memory the broker gains per idle connection that holds `rules` match rules.
