@@ -26,6 +26,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Telbusd,
+    /// telbusd with the machine's system-bus policy (system.conf and its system.d files).
+    TelbusdSystemPolicy,
     DbusDaemon,
     DbusBroker,
     Busd,
@@ -35,6 +37,7 @@ impl Kind {
     pub fn from_name(name: &str) -> Option<Kind> {
         match name {
             "telbusd" => Some(Kind::Telbusd),
+            "telbusd-syspolicy" => Some(Kind::TelbusdSystemPolicy),
             "dbus-daemon" => Some(Kind::DbusDaemon),
             "dbus-broker" => Some(Kind::DbusBroker),
             "busd" => Some(Kind::Busd),
@@ -45,6 +48,7 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::Telbusd => "telbusd",
+            Kind::TelbusdSystemPolicy => "telbusd-syspolicy",
             Kind::DbusDaemon => "dbus-daemon",
             Kind::DbusBroker => "dbus-broker",
             Kind::Busd => "busd",
@@ -83,7 +87,11 @@ impl Broker {
         let socket = dir.path().join("bus");
         let log = dir.path().join("broker.log");
         let config = dir.path().join("bus.conf");
-        std::fs::write(&config, permissive_config(&socket)).map_err(|e| e.to_string())?;
+        let text = match self.kind {
+            Kind::TelbusdSystemPolicy => system_policy_config(&socket)?,
+            _ => permissive_config(&socket),
+        };
+        std::fs::write(&config, text).map_err(|e| e.to_string())?;
         let mut command = Command::new(&self.binary);
         command
             .env("HOME", dir.path())
@@ -95,7 +103,7 @@ impl Broker {
             .stderr(std::fs::File::create(&log).map_err(|e| e.to_string())?)
             .process_group(0);
         let mut running = match self.kind {
-            Kind::Telbusd | Kind::DbusDaemon => {
+            Kind::Telbusd | Kind::TelbusdSystemPolicy | Kind::DbusDaemon => {
                 command.arg(format!("--config-file={}", config.display()));
                 command.args(["--nofork", "--print-address=1"]);
                 start_printing_address(command, dir, socket)?
@@ -191,6 +199,66 @@ pub fn permissive_config(socket: &Path) -> String {
 "#,
         socket.display()
     )
+}
+
+/// The machine's system bus configuration (its whole policy, system.d files included) with
+/// what would touch the machine taken out (user, fork, pidfile, syslog, listen, service
+/// helper, service dirs), listening on `socket`, plus what a benchmark service would install in
+/// system.d: a rule that lets anyone call its interface. Limits as in [`permissive_config`].
+pub fn system_policy_config(socket: &Path) -> Result<String, String> {
+    const SYSTEM_CONF: &str = "/usr/share/dbus-1/system.conf";
+    let mut text =
+        std::fs::read_to_string(SYSTEM_CONF).map_err(|e| format!("{SYSTEM_CONF}: {e}"))?;
+    for tag in [
+        "user",
+        "fork",
+        "pidfile",
+        "syslog",
+        "listen",
+        "servicehelper",
+        "standard_system_servicedirs",
+    ] {
+        text = remove_element(&text, tag);
+    }
+    // Relative include dirs are relative to the file, which now lives in a temp dir.
+    text = text.replace(
+        "<includedir>system.d</includedir>",
+        "<includedir>/usr/share/dbus-1/system.d</includedir>",
+    );
+    let end = text
+        .rfind("</busconfig>")
+        .ok_or_else(|| format!("{SYSTEM_CONF} has no </busconfig>"))?;
+    let permissive = permissive_config(socket);
+    let limits: String = permissive
+        .lines()
+        .filter(|l| l.trim_start().starts_with("<limit "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let extra = format!(
+        r#"  <listen>unix:path={}</listen>
+  <policy context="default">
+    <allow send_interface="org.telbus.Bench"/>
+  </policy>
+{limits}"#,
+        socket.display()
+    );
+    text.insert_str(end, &extra);
+    Ok(text)
+}
+
+/// `text` without any `<tag>…</tag>` or `<tag/>` element.
+fn remove_element(text: &str, tag: &str) -> String {
+    let mut out = text.to_string();
+    let empty = format!("<{tag}/>");
+    out = out.replace(&empty, "");
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    while let Some(start) = out.find(&open) {
+        let Some(len) = out[start..].find(&close) else {
+            break;
+        };
+        out.replace_range(start..start + len + close.len(), "");
+    }
+    out
 }
 
 /// Start a broker that prints its address on stdout once it listens.

@@ -11,7 +11,7 @@ mod procfs;
 mod wire;
 mod workloads;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use brokers::{Broker, Kind};
@@ -24,7 +24,8 @@ usage: telbus-bench [--json] [--only NAME,...] [--workloads NAME,...] [--seconds
 Runs telbusd, dbus-daemon, dbus-broker and busd (those found) side by side on private sockets
 and prints a table of the results with the ratio telbusd/other.
   --json          print the results as JSON instead of a table
-  --only LIST     brokers to run, of telbusd,dbus-daemon,dbus-broker,busd
+  --only LIST     brokers to run, of telbusd,telbusd-syspolicy,dbus-daemon,dbus-broker,busd
+                  (telbusd-syspolicy: telbusd with this machine's system-bus policy)
   --workloads LIST  workloads to run, of round-trip,pipelined,pairs,fan-out,connections,memory
                   (e.g. only pipelined, to profile a broker started through a --telbusd wrapper)
   --seconds S     length of each throughput workload (default 2)
@@ -207,7 +208,11 @@ fn main() {
         }
     });
     let candidates = [
-        (Kind::Telbusd, Some(telbusd)),
+        (Kind::Telbusd, Some(telbusd.clone())),
+        (
+            Kind::TelbusdSystemPolicy,
+            Some(telbusd).filter(|_| Path::new("/usr/share/dbus-1/system.conf").exists()),
+        ),
         (Kind::DbusDaemon, find_on_path("dbus-daemon")),
         (Kind::DbusBroker, find_on_path("dbus-broker")),
         (Kind::Busd, busd),
