@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The benchmark, in one command: telbusd beside dbus-daemon, dbus-broker and busd (those that
 # are installed) on private sockets, driven by the same raw-socket clients; prints a table with
-# the ratios telbusd/other. Arguments go to telbus-bench (--json, --only NAMES, --seconds S).
+# the ratios telbusd/other. Arguments go to telbus-bench (--json, --only NAMES, --seconds S,
+# --rounds N, --workloads NAMES; see --help).
 # Not a test: scripts/test-all.sh does not run it.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -18,7 +18,7 @@ use brokers::{Broker, Kind};
 use workloads::Settings;
 
 const USAGE: &str = "\
-usage: telbus-bench [--json] [--only NAME,...] [--workloads NAME,...] [--seconds S]
+usage: telbus-bench [--json] [--only NAME,...] [--workloads NAME,...] [--seconds S] [--rounds N]
                     [--telbusd PATH] [--busd PATH]
 
 Runs telbusd, dbus-daemon, dbus-broker and busd (those found) side by side on private sockets
@@ -28,7 +28,8 @@ and prints a table of the results with the ratio telbusd/other.
                   (telbusd-syspolicy: telbusd with this machine's system-bus policy)
   --workloads LIST  workloads to run, of round-trip,pipelined,pairs,fan-out,connections,memory
                   (e.g. only pipelined, to profile a broker started through a --telbusd wrapper)
-  --seconds S     length of each throughput workload (default 2)
+  --seconds S     length of each throughput workload (default 1)
+  --rounds N      rounds over all brokers; each figure is the best of them (default 3)
   --telbusd PATH  default: telbusd beside this binary
   --busd PATH     default: target/bench-tools/bin/busd, then busd on PATH";
 
@@ -140,6 +141,31 @@ struct Column {
 }
 
 impl Column {
+    /// Keep the better figure of this column and `other` (another round of the same broker).
+    fn merge(&mut self, other: Column) {
+        for (key, value) in other.values {
+            let better = METRICS
+                .iter()
+                .find(|m| m.key == key)
+                .map_or(Better::Neither, |m| m.better);
+            match self.values.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, old)) => {
+                    *old = match better {
+                        Better::Lower if key != "fan_out_lost" => old.min(value),
+                        // Higher, Neither (CPU use) and losses: the largest.
+                        _ => old.max(value),
+                    }
+                }
+                None => self.values.push((key, value)),
+            }
+        }
+        for error in other.errors {
+            if !self.errors.contains(&error) {
+                self.errors.push(error);
+            }
+        }
+    }
+
     fn get(&self, key: &str) -> Option<f64> {
         self.values.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
     }
@@ -148,7 +174,8 @@ impl Column {
 fn main() {
     let mut json = false;
     let mut only: Option<Vec<String>> = None;
-    let mut seconds = 2.0;
+    let mut seconds = 1.0;
+    let mut rounds = 3;
     let exe_dir = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(|d| d.to_path_buf()))
@@ -180,6 +207,16 @@ fn main() {
                     eprintln!("unknown workload {bad}\n{USAGE}");
                     std::process::exit(2)
                 }
+            }
+            "--rounds" => {
+                rounds = value("--rounds")
+                    .parse()
+                    .ok()
+                    .filter(|&n: &u32| n > 0)
+                    .unwrap_or_else(|| {
+                        eprintln!("--rounds takes a positive number");
+                        std::process::exit(2)
+                    })
             }
             "--seconds" => {
                 seconds = value("--seconds").parse().unwrap_or_else(|_| {
@@ -228,7 +265,7 @@ fn main() {
         idle_connections: 2000,
         rules_per_idle_connection: 5,
     };
-    let mut columns = Vec::new();
+    let mut brokers = Vec::new();
     let mut missing = Vec::new();
     for (kind, binary) in candidates {
         if only
@@ -238,18 +275,31 @@ fn main() {
             continue;
         }
         match binary.filter(|b| b.exists()) {
-            Some(binary) => {
-                let broker = Broker { kind, binary };
-                eprintln!("benchmarking {} ({})", kind.name(), broker.binary.display());
-                columns.push(run_broker(broker, &settings, &workloads));
-            }
+            Some(binary) => brokers.push(Broker { kind, binary }),
             None => missing.push(kind.name()),
+        }
+    }
+    // Rounds interleave the brokers, so that a burst of load from elsewhere on the machine
+    // hits them alike; each figure is the best of the rounds (losses: the worst).
+    let mut columns: Vec<Column> = Vec::new();
+    for round in 1..=rounds {
+        for broker in &brokers {
+            eprintln!(
+                "round {round}/{rounds}: {} ({})",
+                broker.kind.name(),
+                broker.binary.display()
+            );
+            let result = run_broker(broker.clone(), &settings, &workloads);
+            match columns.iter_mut().find(|c| c.broker.kind == broker.kind) {
+                Some(column) => column.merge(result),
+                None => columns.push(result),
+            }
         }
     }
     if json {
         print_json(&columns, &missing);
     } else {
-        print_table(&columns, &missing, &settings);
+        print_table(&columns, &missing, &settings, rounds);
     }
 }
 
@@ -376,10 +426,11 @@ fn format_value(value: f64) -> String {
     }
 }
 
-fn print_table(columns: &[Column], missing: &[&str], settings: &Settings) {
+fn print_table(columns: &[Column], missing: &[&str], settings: &Settings, rounds: u32) {
     let (cpu, cores, kernel) = procfs::machine();
     println!(
-        "telbus-bench: {cpu}, {cores} cores, Linux {kernel}; {:.1} s per throughput workload",
+        "telbus-bench: {cpu}, {cores} cores, Linux {kernel}; {:.1} s per throughput workload, \
+         best of {rounds} rounds",
         settings.duration.as_secs_f64()
     );
     for column in columns {
