@@ -5,6 +5,7 @@
 //! other recipients of a broadcast; a flush writes as many of them as the socket takes in one
 //! `sendmsg`, so a busy peer costs one system call for many messages.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
@@ -27,6 +28,15 @@ const MAX_BATCH: usize = 64;
 pub const MAX_FDS_PER_MESSAGE: usize = 253;
 /// Bytes read per `recvmsg` at least.
 const READ_CHUNK: usize = 64 * 1024;
+/// How many read buffers of idle peers are kept for reuse.
+const MAX_SPARE_BUFFERS: usize = 16;
+
+thread_local! {
+    /// Read buffers of peers that went idle, for the next peer that reads: an idle connection
+    /// then holds no buffer (instead of 64 KiB), and a busy one does not allocate and zero a
+    /// fresh buffer each time it wakes up. The broker's event loop is one thread.
+    static SPARE_BUFFERS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
 
 /// What is waiting to be written to a peer.
 #[derive(Default)]
@@ -66,7 +76,10 @@ impl OutQueue {
     /// for the message that read starts.
     pub fn flush(&mut self, fd: BorrowedFd<'_>) -> io::Result<bool> {
         while !self.messages.is_empty() {
-            let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(MAX_BATCH.min(self.len()));
+            // On the stack: a flush runs for every batch of messages, an allocation showed in
+            // the profile.
+            let mut slices = [IoSlice::new(&[]); MAX_BATCH];
+            let mut count = 0;
             let mut fds: Vec<BorrowedFd<'_>> = Vec::new();
             for (i, msg) in self.messages.iter().take(MAX_BATCH).enumerate() {
                 let msg_fds = msg.fds();
@@ -80,7 +93,8 @@ impl OutQueue {
                 }
                 let bytes = msg.bytes();
                 let start = if i == 0 { self.written } else { 0 };
-                slices.push(IoSlice::new(&bytes[start..]));
+                slices[count] = IoSlice::new(&bytes[start..]);
+                count += 1;
             }
             let mut space =
                 [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MESSAGE))];
@@ -90,7 +104,7 @@ impl OutQueue {
             }
             let sent = match sendmsg(
                 fd,
-                &slices,
+                &slices[..count],
                 &mut control,
                 SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
             ) {
@@ -99,7 +113,6 @@ impl OutQueue {
                 Err(Errno::INTR) => continue,
                 Err(e) => return Err(e.into()),
             };
-            drop(slices);
             self.consume(sent);
         }
         Ok(true)
@@ -134,6 +147,28 @@ pub struct InBuffer {
     pub fds: VecDeque<OwnedFd>,
 }
 
+/// A closed connection's buffer serves the next one: a new connection does not allocate and
+/// zero 64 KiB for its handshake (that showed in the profile of connection set-up).
+impl Drop for InBuffer {
+    fn drop(&mut self) {
+        give_back(std::mem::take(&mut self.buf));
+    }
+}
+
+/// Keep `buf` among the spare buffers, unless it grew for a large message or enough are spare.
+fn give_back(buf: Vec<u8>) {
+    if buf.is_empty() || buf.len() > 4 * READ_CHUNK {
+        return;
+    }
+    // `try_with`: a buffer dropped while the thread exits just goes to the allocator.
+    let _ = SPARE_BUFFERS.try_with(|spare| {
+        let mut spare = spare.borrow_mut();
+        if spare.len() < MAX_SPARE_BUFFERS {
+            spare.push(buf);
+        }
+    });
+}
+
 /// The result of one read.
 pub enum ReadOutcome {
     /// Some bytes (and maybe descriptors) arrived.
@@ -163,18 +198,26 @@ impl InBuffer {
         self.buf.len()
     }
 
-    /// Give memory back once a large message went through.
+    /// Give the buffer back when everything in it was consumed (the peer has nothing more to
+    /// read for now): to the spare buffers for the next reader, or to the allocator when it
+    /// grew for a large message or enough are spare already.
     pub fn shrink(&mut self) {
-        if self.start == self.end && self.buf.len() > 4 * READ_CHUNK {
-            self.buf = Vec::new();
-            self.start = 0;
-            self.end = 0;
+        if self.start != self.end || self.buf.is_empty() {
+            return;
         }
+        self.start = 0;
+        self.end = 0;
+        give_back(std::mem::take(&mut self.buf));
     }
 
     /// Read once from `fd`, making room for at least `want` more bytes.
     pub fn read_from(&mut self, fd: BorrowedFd<'_>, want: usize) -> io::Result<ReadOutcome> {
         let need = want.max(READ_CHUNK / 4);
+        if self.buf.is_empty()
+            && let Some(spare) = SPARE_BUFFERS.with_borrow_mut(|spare| spare.pop())
+        {
+            self.buf = spare;
+        }
         if self.buf.len() - self.end < need {
             // Move what is pending to the front, then grow if that is not enough.
             self.buf.copy_within(self.start..self.end, 0);

@@ -1,0 +1,551 @@
+//! telbus-bench: telbusd beside dbus-daemon, dbus-broker and busd, in one run.
+//!
+//! Every broker is started on a private socket in a temp dir with an equivalent permissive
+//! configuration and driven by the same raw-socket clients (see `client.rs`); the table gives
+//! one column per broker and the ratio telbusd/other. Not a test: run it with
+//! `scripts/bench.sh` (or `target/release/telbus-bench --help`).
+
+mod brokers;
+mod client;
+mod procfs;
+mod wire;
+mod workloads;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use brokers::{Broker, Kind};
+use workloads::Settings;
+
+const USAGE: &str = "\
+usage: telbus-bench [--json] [--only NAME,...] [--workloads NAME,...] [--seconds S] [--rounds N]
+                    [--telbusd PATH] [--busd PATH]
+
+Runs telbusd, dbus-daemon, dbus-broker and busd (those found) side by side on private sockets
+and prints a table of the results with the ratio telbusd/other.
+  --json          print the results as JSON instead of a table
+  --only LIST     brokers to run, of telbusd,telbusd-syspolicy,dbus-daemon,dbus-broker,busd
+                  (telbusd-syspolicy: telbusd with this machine's system-bus policy)
+  --workloads LIST  workloads to run, of round-trip,pipelined,pairs,fan-out,connections,memory
+                  (e.g. only pipelined, to profile a broker started through a --telbusd wrapper)
+  --seconds S     length of each throughput workload (default 1)
+  --rounds N      rounds over all brokers; each figure is the best of them (default 3)
+  --telbusd PATH  default: telbusd beside this binary
+  --busd PATH     default: target/bench-tools/bin/busd, then busd on PATH";
+
+/// Whether a bigger or a smaller figure is better, for the reader of the table.
+#[derive(Clone, Copy)]
+enum Better {
+    Higher,
+    Lower,
+    Neither,
+}
+
+struct Metric {
+    key: &'static str,
+    label: &'static str,
+    unit: &'static str,
+    better: Better,
+}
+
+const WORKLOADS: &[&str] = &[
+    "round-trip",
+    "pipelined",
+    "pairs",
+    "fan-out",
+    "connections",
+    "memory",
+];
+
+const METRICS: &[Metric] = &[
+    Metric {
+        key: "round_trip_median_us",
+        label: "round trip, serial calls, median",
+        unit: "µs",
+        better: Better::Lower,
+    },
+    Metric {
+        key: "round_trip_p99_us",
+        label: "round trip, serial calls, p99",
+        unit: "µs",
+        better: Better::Lower,
+    },
+    Metric {
+        key: "pipelined_calls_per_s",
+        label: "pipelined calls (128 in flight)",
+        unit: "calls/s",
+        better: Better::Higher,
+    },
+    Metric {
+        key: "pipelined_broker_cpu_per_call_us",
+        label: "broker CPU per pipelined call",
+        unit: "µs",
+        better: Better::Lower,
+    },
+    Metric {
+        key: "pipelined_broker_load",
+        label: "broker CPU use, pipelined (1 = a core)",
+        unit: "",
+        better: Better::Neither,
+    },
+    Metric {
+        key: "pairs_calls_per_s",
+        label: "8 caller/service pairs",
+        unit: "calls/s",
+        better: Better::Higher,
+    },
+    Metric {
+        key: "fan_out_deliveries_per_s",
+        label: "signal to 100 subscribers (+1000 rules)",
+        unit: "deliveries/s",
+        better: Better::Higher,
+    },
+    Metric {
+        key: "fan_out_lost",
+        label: "signal deliveries lost",
+        unit: "",
+        better: Better::Lower,
+    },
+    Metric {
+        key: "fan_out_broker_load",
+        label: "broker CPU use, signal (1 = a core)",
+        unit: "",
+        better: Better::Neither,
+    },
+    Metric {
+        key: "connections_per_s",
+        label: "connect + authenticate + Hello",
+        unit: "per s",
+        better: Better::Higher,
+    },
+    Metric {
+        key: "connections_broker_load",
+        label: "broker CPU use, connecting (1 = a core)",
+        unit: "",
+        better: Better::Neither,
+    },
+    Metric {
+        key: "idle_connection_kib",
+        label: "memory per idle connection, 5 rules",
+        unit: "KiB",
+        better: Better::Lower,
+    },
+];
+
+/// One broker's results: a value per metric key, or why it has none.
+struct Column {
+    broker: Broker,
+    version: String,
+    values: Vec<(&'static str, f64)>,
+    errors: Vec<String>,
+}
+
+impl Column {
+    /// Keep the better figure of this column and `other` (another round of the same broker).
+    fn merge(&mut self, other: Column) {
+        for (key, value) in other.values {
+            let better = METRICS
+                .iter()
+                .find(|m| m.key == key)
+                .map_or(Better::Neither, |m| m.better);
+            match self.values.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, old)) => {
+                    *old = match better {
+                        Better::Lower if key != "fan_out_lost" => old.min(value),
+                        // Higher, Neither (CPU use) and losses: the largest.
+                        _ => old.max(value),
+                    }
+                }
+                None => self.values.push((key, value)),
+            }
+        }
+        for error in other.errors {
+            if !self.errors.contains(&error) {
+                self.errors.push(error);
+            }
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<f64> {
+        self.values.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+    }
+}
+
+fn main() {
+    let mut json = false;
+    let mut only: Option<Vec<String>> = None;
+    let mut seconds = 1.0;
+    let mut rounds = 3;
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.to_path_buf()))
+        .unwrap_or_default();
+    let mut telbusd = exe_dir.join("telbusd");
+    let mut busd: Option<PathBuf> = None;
+    let mut workloads: Vec<String> = WORKLOADS.iter().map(|w| w.to_string()).collect();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| {
+            args.next().unwrap_or_else(|| {
+                eprintln!("{name} needs a value\n{USAGE}");
+                std::process::exit(2)
+            })
+        };
+        match arg.as_str() {
+            "--json" => json = true,
+            "--only" => {
+                let names: Vec<String> = value("--only").split(',').map(String::from).collect();
+                if let Some(bad) = names.iter().find(|n| Kind::from_name(n).is_none()) {
+                    eprintln!("unknown broker {bad}\n{USAGE}");
+                    std::process::exit(2)
+                }
+                only = Some(names);
+            }
+            "--workloads" => {
+                workloads = value("--workloads").split(',').map(String::from).collect();
+                if let Some(bad) = workloads.iter().find(|w| !WORKLOADS.contains(&w.as_str())) {
+                    eprintln!("unknown workload {bad}\n{USAGE}");
+                    std::process::exit(2)
+                }
+            }
+            "--rounds" => {
+                rounds = value("--rounds")
+                    .parse()
+                    .ok()
+                    .filter(|&n: &u32| n > 0)
+                    .unwrap_or_else(|| {
+                        eprintln!("--rounds takes a positive number");
+                        std::process::exit(2)
+                    })
+            }
+            "--seconds" => {
+                seconds = value("--seconds").parse().unwrap_or_else(|_| {
+                    eprintln!("--seconds takes a number");
+                    std::process::exit(2)
+                })
+            }
+            "--telbusd" => telbusd = value("--telbusd").into(),
+            "--busd" => busd = Some(value("--busd").into()),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return;
+            }
+            other => {
+                eprintln!("unknown argument {other}\n{USAGE}");
+                std::process::exit(2)
+            }
+        }
+    }
+    let busd = busd.or_else(|| {
+        let built = exe_dir.join("../bench-tools/bin/busd");
+        if built.exists() {
+            Some(built)
+        } else {
+            find_on_path("busd")
+        }
+    });
+    let candidates = [
+        (Kind::Telbusd, Some(telbusd.clone())),
+        (
+            Kind::TelbusdSystemPolicy,
+            Some(telbusd).filter(|_| Path::new("/usr/share/dbus-1/system.conf").exists()),
+        ),
+        (Kind::DbusDaemon, find_on_path("dbus-daemon")),
+        (Kind::DbusBroker, find_on_path("dbus-broker")),
+        (Kind::Busd, busd),
+    ];
+    let settings = Settings {
+        duration: Duration::from_secs_f64(seconds),
+        round_trips: 20_000,
+        pipeline_depth: 128,
+        pairs: 8,
+        subscribers: 100,
+        extra_rules: 1000,
+        signals: 2000,
+        idle_connections: 2000,
+        rules_per_idle_connection: 5,
+    };
+    let mut brokers = Vec::new();
+    let mut missing = Vec::new();
+    for (kind, binary) in candidates {
+        if only
+            .as_ref()
+            .is_some_and(|names| !names.iter().any(|n| n == kind.name()))
+        {
+            continue;
+        }
+        match binary.filter(|b| b.exists()) {
+            Some(binary) => brokers.push(Broker { kind, binary }),
+            None => missing.push(kind.name()),
+        }
+    }
+    // Rounds interleave the brokers, so that a burst of load from elsewhere on the machine
+    // hits them alike; each figure is the best of the rounds (losses: the worst).
+    let mut columns: Vec<Column> = Vec::new();
+    for round in 1..=rounds {
+        for broker in &brokers {
+            eprintln!(
+                "round {round}/{rounds}: {} ({})",
+                broker.kind.name(),
+                broker.binary.display()
+            );
+            let result = run_broker(broker.clone(), &settings, &workloads);
+            match columns.iter_mut().find(|c| c.broker.kind == broker.kind) {
+                Some(column) => column.merge(result),
+                None => columns.push(result),
+            }
+        }
+    }
+    if json {
+        print_json(&columns, &missing);
+    } else {
+        print_table(&columns, &missing, &settings, rounds);
+    }
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// Run every workload against a fresh instance of `broker`; a workload that fails leaves its
+/// rows empty and its error in the column.
+fn run_broker(broker: Broker, settings: &Settings, workloads: &[String]) -> Column {
+    let version = broker.version();
+    let mut column = Column {
+        broker: broker.clone(),
+        version,
+        values: Vec::new(),
+        errors: Vec::new(),
+    };
+    let mut running = match broker.start() {
+        Ok(running) => running,
+        Err(e) => {
+            column.errors.push(format!("cannot start: {e}"));
+            return column;
+        }
+    };
+    let socket = running.socket.clone();
+    let pid = running.pid;
+    let selected = |name: &str| workloads.iter().any(|w| w == name);
+    let mut step = |name: &str, column: &mut Column, result: std::io::Result<()>| {
+        if let Err(e) = result {
+            let alive = running.check_alive().err().unwrap_or_default();
+            column.errors.push(format!("{name}: {e} {alive}"));
+        }
+    };
+    if selected("round-trip") {
+        let r = workloads::round_trip(&socket, settings).map(|rt| {
+            column
+                .values
+                .push(("round_trip_median_us", micros(rt.median)));
+            column.values.push(("round_trip_p99_us", micros(rt.p99)));
+        });
+        step("round trip", &mut column, r);
+    }
+    if selected("pipelined") {
+        let r = workloads::pipelined(&socket, pid, 1, settings.pipeline_depth, settings.duration)
+            .map(|t| {
+                column
+                    .values
+                    .push(("pipelined_calls_per_s", t.calls_per_second));
+                if let Some(cpu) = t.cpu_per_call {
+                    column
+                        .values
+                        .push(("pipelined_broker_cpu_per_call_us", micros(cpu)));
+                }
+                if let Some(load) = t.broker_load {
+                    column.values.push(("pipelined_broker_load", load));
+                }
+            });
+        step("pipelined", &mut column, r);
+    }
+    if selected("pairs") {
+        let r =
+            workloads::pipelined(&socket, pid, settings.pairs, 32, settings.duration).map(|t| {
+                column
+                    .values
+                    .push(("pairs_calls_per_s", t.calls_per_second))
+            });
+        step("pairs", &mut column, r);
+    }
+    if selected("fan-out") {
+        let r = workloads::fan_out(&socket, pid, settings).map(|f| {
+            column
+                .values
+                .push(("fan_out_deliveries_per_s", f.deliveries_per_second));
+            column.values.push(("fan_out_lost", f.lost as f64));
+            if let Some(load) = f.broker_load {
+                column.values.push(("fan_out_broker_load", load));
+            }
+        });
+        step("fan-out", &mut column, r);
+    }
+    if selected("connections") {
+        let r = workloads::connections(&socket, pid, 2, settings.duration).map(|(rate, load)| {
+            column.values.push(("connections_per_s", rate));
+            if let Some(load) = load {
+                column.values.push(("connections_broker_load", load));
+            }
+        });
+        step("connections", &mut column, r);
+    }
+    if selected("memory") {
+        let r = workloads::memory_per_connection(
+            &socket,
+            pid,
+            settings.idle_connections,
+            settings.rules_per_idle_connection,
+        )
+        .map(|bytes| {
+            if let Some(bytes) = bytes {
+                column.values.push(("idle_connection_kib", bytes / 1024.0));
+            }
+        });
+        step("memory", &mut column, r);
+    }
+    column
+}
+
+fn format_value(value: f64) -> String {
+    if value >= 10_000.0 {
+        format!("{:.0} k", value / 1000.0)
+    } else if value >= 100.0 {
+        format!("{value:.0}")
+    } else if value >= 10.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.2}")
+    }
+}
+
+fn print_table(columns: &[Column], missing: &[&str], settings: &Settings, rounds: u32) {
+    let (cpu, cores, kernel) = procfs::machine();
+    println!(
+        "telbus-bench: {cpu}, {cores} cores, Linux {kernel}; {:.1} s per throughput workload, \
+         best of {rounds} rounds",
+        settings.duration.as_secs_f64()
+    );
+    for column in columns {
+        println!(
+            "  {}: {} ({})",
+            column.broker.kind.name(),
+            column.version,
+            column.broker.binary.display()
+        );
+    }
+    let telbusd = columns.iter().find(|c| c.broker.kind == Kind::Telbusd);
+    let others: Vec<&Column> = columns
+        .iter()
+        .filter(|c| c.broker.kind != Kind::Telbusd)
+        .collect();
+    let mut header = vec!["workload".to_string(), "unit".to_string()];
+    header.extend(columns.iter().map(|c| c.broker.kind.name().to_string()));
+    if telbusd.is_some() {
+        header.extend(
+            others
+                .iter()
+                .map(|c| format!("telbusd/{}", c.broker.kind.name())),
+        );
+    }
+    let mut rows = vec![header];
+    for metric in METRICS {
+        let arrow = match metric.better {
+            Better::Higher => " ↑",
+            Better::Lower => " ↓",
+            Better::Neither => "",
+        };
+        let mut row = vec![format!("{}{arrow}", metric.label), metric.unit.to_string()];
+        row.extend(columns.iter().map(|c| {
+            c.get(metric.key)
+                .map_or_else(|| "—".to_string(), format_value)
+        }));
+        if let Some(telbusd) = telbusd {
+            row.extend(others.iter().map(|other| {
+                match (telbusd.get(metric.key), other.get(metric.key)) {
+                    (Some(ours), Some(theirs))
+                        if theirs > 0.0
+                            && ours > 0.0
+                            && !matches!(metric.better, Better::Neither) =>
+                    {
+                        format!("{:.2}", ours / theirs)
+                    }
+                    _ => "—".to_string(),
+                }
+            }));
+        }
+        rows.push(row);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    for (n, row) in rows.iter().enumerate() {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (cell, width))| {
+                let pad = width - cell.chars().count();
+                if i < 2 {
+                    format!("{cell}{}", " ".repeat(pad))
+                } else {
+                    format!("{}{cell}", " ".repeat(pad))
+                }
+            })
+            .collect();
+        println!("{}", cells.join("  "));
+        if n == 0 {
+            println!(
+                "{}",
+                "-".repeat(widths.iter().sum::<usize>() + 2 * (widths.len() - 1))
+            );
+        }
+    }
+    println!(
+        "↑ higher is better, ↓ lower is better; a ratio is telbusd's figure over the other's."
+    );
+    for column in columns {
+        for error in &column.errors {
+            println!("{}: {error}", column.broker.kind.name());
+        }
+    }
+    for name in missing {
+        println!("{name}: not found, not run");
+    }
+}
+
+fn print_json(columns: &[Column], missing: &[&str]) {
+    let (cpu, cores, kernel) = procfs::machine();
+    let brokers: serde_json::Map<String, serde_json::Value> = columns
+        .iter()
+        .map(|c| {
+            let values: serde_json::Map<String, serde_json::Value> = c
+                .values
+                .iter()
+                .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+                .collect();
+            (
+                c.broker.kind.name().to_string(),
+                serde_json::json!({
+                    "binary": c.broker.binary.display().to_string(),
+                    "version": c.version,
+                    "results": values,
+                    "errors": c.errors,
+                }),
+            )
+        })
+        .collect();
+    let output = serde_json::json!({
+        "machine": { "cpu": cpu, "cores": cores, "kernel": kernel },
+        "brokers": brokers,
+        "not_found": missing,
+    });
+    println!("{}", serde_json::to_string_pretty(&output).expect("JSON"));
+}
