@@ -148,3 +148,34 @@ fn services_that_cannot_start() {
     });
     bus.assert_alive();
 }
+
+/// A service that starts but never takes its name fails at service_start_timeout, and while
+/// it is starting, max_pending_service_starts keeps a second activation from starting.
+#[test]
+fn a_service_that_never_takes_its_name_and_the_pending_starts_limit() {
+    let bus = TestBus::builder()
+        .activatable("org.telbus.ActivationTest.Silent", "/bin/sleep 30")
+        .activatable("org.telbus.ActivationTest.Silent2", "/bin/sleep 30")
+        .config(
+            r#"<limit name="service_start_timeout">1000</limit>
+               <limit name="max_pending_service_starts">1</limit>"#,
+        )
+        .start();
+    run(async {
+        let connection = bus.connect().await;
+        let (first, second) = futures::join!(
+            start_service(&connection, "org.telbus.ActivationTest.Silent"),
+            async {
+                // The first request reaches the bus before this one (same connection, in order).
+                call_driver(&connection, "GetId", &()).await.unwrap();
+                start_service(&connection, "org.telbus.ActivationTest.Silent2").await
+            }
+        );
+        assert_eq!(
+            expect_error(second).0,
+            "org.freedesktop.DBus.Error.LimitsExceeded"
+        );
+        assert_eq!(expect_error(first).0, "org.freedesktop.DBus.Error.TimedOut");
+    });
+    bus.assert_alive();
+}

@@ -329,3 +329,63 @@ fn a_slow_reader_does_not_stop_others_nor_grow_the_bus() {
     drop(service);
     bus.assert_alive();
 }
+
+#[test]
+fn a_client_that_never_authenticates_is_dropped_at_auth_timeout() {
+    let bus = bus_with_limit("auth_timeout", 500);
+    let mut stream = UnixStream::connect(Path::new(&socket_path(&bus))).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream.write_all(b"\0").unwrap();
+    // Says nothing more: the bus closes the connection (read gives end of file).
+    let mut buffer = [0u8; 64];
+    let read = stream.read(&mut buffer);
+    assert!(
+        matches!(read, Ok(0))
+            || matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the half-authenticated connection was not closed: {read:?}"
+    );
+    run(async {
+        let client = bus.connect().await;
+        call_driver(&client, "GetId", &()).await.unwrap();
+    });
+    bus.assert_alive();
+}
+
+#[test]
+fn too_many_unix_fds_in_one_message() {
+    let bus = bus_with_limit("max_message_unix_fds", 1);
+    run(async {
+        let sender = bus.connect().await;
+        let (a, b) = (
+            std::fs::File::open("/dev/null").unwrap(),
+            std::fs::File::open("/dev/null").unwrap(),
+        );
+        use std::os::fd::AsFd;
+        let result = sender
+            .call_method(
+                Some("org.freedesktop.DBus"),
+                "/org/freedesktop/DBus",
+                Some("org.telbus.Limits"),
+                "TwoFds",
+                &(
+                    zbus::Fd::from(a.as_fd()),
+                    zbus::Fd::from(b.as_fd()),
+                ),
+            )
+            .await;
+        // Refused: the connection is closed (as dbus-daemon does) or the call gets
+        // LimitsExceeded, never delivered (the driver would answer UnknownMethod).
+        match result {
+            Err(zbus::Error::MethodError(name, _, _)) => {
+                assert_ne!(name.as_str(), "org.freedesktop.DBus.Error.UnknownMethod")
+            }
+            Err(_) => {}
+            Ok(_) => panic!("a message with 2 fds passed max_message_unix_fds=1"),
+        }
+        let other = bus.connect().await;
+        call_driver(&other, "GetId", &()).await.unwrap();
+    });
+    bus.assert_alive();
+}
