@@ -69,6 +69,9 @@ pub struct Peer {
     pub inbuf: InBuffer,
     pub out: OutQueue,
     pub auth_deadline: Option<Instant>,
+    /// When the descriptors received ahead of an incomplete message must have their message
+    /// (pending_fd_timeout): a client may not park descriptors in the bus.
+    pub fd_deadline: Option<Instant>,
     /// The socket may have more to read (edge-triggered readiness not consumed yet).
     pub readable: bool,
     pub stats: PeerStats,
@@ -283,8 +286,10 @@ impl Bus {
 
     fn next_deadline(&self) -> Option<Instant> {
         let auth = self.peers.values().filter_map(|p| p.auth_deadline).min();
+        let fds = self.peers.values().filter_map(|p| p.fd_deadline).min();
         [
             auth,
+            fds,
             self.replies.next_deadline(),
             self.activation.next_deadline(),
         ]
@@ -369,6 +374,7 @@ impl Bus {
                 inbuf: InBuffer::default(),
                 out: OutQueue::default(),
                 auth_deadline: Some(Instant::now() + limits.auth_timeout),
+                fd_deadline: None,
                 readable: true,
                 stats: PeerStats::default(),
                 policy: None,
@@ -457,6 +463,11 @@ impl Bus {
                 Ok(ReadOutcome::WouldBlock) => {
                     peer.readable = false;
                     peer.inbuf.shrink();
+                    peer.fd_deadline = match peer.fd_deadline {
+                        _ if peer.inbuf.fds.is_empty() => None,
+                        Some(at) => Some(at),
+                        None => Some(Instant::now() + self.config.limits.pending_fd_timeout),
+                    };
                     return;
                 }
                 Ok(ReadOutcome::Closed) => {
@@ -563,6 +574,21 @@ impl Bus {
             .collect();
         for id in late {
             self.doom(id, "authentication timed out".into());
+        }
+        let late: Vec<ConnId> = self
+            .peers
+            .values()
+            .filter(|p| p.fd_deadline.is_some_and(|at| at <= now))
+            .map(|p| p.id)
+            .collect();
+        for id in late {
+            let timeout = self.config.limits.pending_fd_timeout.as_millis();
+            self.doom(
+                id,
+                format!(
+                    "file descriptors were sent without their message for {timeout} ms (pending_fd_timeout)"
+                ),
+            );
         }
         self.expire_activations(now);
         for key in self.replies.expire(now) {

@@ -61,6 +61,19 @@ impl RawClient {
             "{}",
             String::from_utf8_lossy(&line)
         );
+        stream.write_all(b"NEGOTIATE_UNIX_FD\r\n").unwrap();
+        line.clear();
+        while !line.ends_with(b"\r\n") {
+            stream
+                .read_exact(&mut byte)
+                .expect("the bus answers NEGOTIATE_UNIX_FD");
+            line.push(byte[0]);
+        }
+        assert!(
+            line.starts_with(b"AGREE_UNIX_FD"),
+            "{}",
+            String::from_utf8_lossy(&line)
+        );
         stream.write_all(b"BEGIN\r\n").unwrap();
         let mut client = RawClient { stream, serial: 0 };
         client.send(
@@ -369,10 +382,7 @@ fn too_many_unix_fds_in_one_message() {
                 "/org/freedesktop/DBus",
                 Some("org.telbus.Limits"),
                 "TwoFds",
-                &(
-                    zbus::Fd::from(a.as_fd()),
-                    zbus::Fd::from(b.as_fd()),
-                ),
+                &(zbus::Fd::from(a.as_fd()), zbus::Fd::from(b.as_fd())),
             )
             .await;
         // Refused: the connection is closed (as dbus-daemon does) or the call gets
@@ -386,6 +396,54 @@ fn too_many_unix_fds_in_one_message() {
         }
         let other = bus.connect().await;
         call_driver(&other, "GetId", &()).await.unwrap();
+    });
+    bus.assert_alive();
+}
+
+#[test]
+fn descriptors_without_their_message_are_dropped_at_pending_fd_timeout() {
+    let bus = bus_with_limit("pending_fd_timeout", 500);
+    let mut parker = RawClient::connect(&bus);
+    // The start of a message (its fixed header) with a descriptor, and then nothing more.
+    let call = Message::method_call("/", "Park")
+        .destination("org.freedesktop.DBus")
+        .serial(std::num::NonZeroU32::new(100).unwrap())
+        .build(&())
+        .unwrap();
+    let devnull = std::fs::File::open("/dev/null").unwrap();
+    {
+        use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags, sendmsg};
+        use std::os::fd::AsFd;
+        let fds = [devnull.as_fd()];
+        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        assert!(control.push(SendAncillaryMessage::ScmRights(&fds)));
+        let head = &call.data()[..16];
+        sendmsg(
+            &parker.stream,
+            &[std::io::IoSlice::new(head)],
+            &mut control,
+            SendFlags::empty(),
+        )
+        .expect("send the start of a message with a descriptor");
+    }
+    parker
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    // Whatever the bus sent (Hello's reply, NameAcquired), then end of file.
+    let mut buffer = [0u8; 4096];
+    loop {
+        match parker.stream.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the bus kept a connection that parked a descriptor: {e}"),
+        }
+    }
+    run(async {
+        let client = bus.connect().await;
+        call_driver(&client, "GetId", &()).await.unwrap();
     });
     bus.assert_alive();
 }
