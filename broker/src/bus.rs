@@ -238,6 +238,7 @@ impl Bus {
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(e) => return Err(e.into()),
             }
+            let already_ready = self.ready.len();
             for event in events.iter() {
                 let token = event.data.u64();
                 let flags = event.flags;
@@ -262,6 +263,13 @@ impl Bus {
                     }
                 }
             }
+            // The peers that became readable in this batch take their turns oldest connection
+            // first, as in dbus-daemon (which polls its connections in that order). epoll's own
+            // order says when an fd last changed state (a write *to* a peer counts), not when
+            // its input arrived, and clients rely on input sent first on one connection being
+            // handled before input sent later on another (test-dbus-daemon's
+            // max-replies-per-connection does).
+            self.ready.make_contiguous()[already_ready..].sort_unstable();
             // Each ready peer gets one turn; those with more input go to the back.
             for _ in 0..self.ready.len() {
                 let Some(id) = self.ready.pop_front() else {

@@ -110,6 +110,9 @@ pub struct Policy {
     connection: Vec<ConnectionRule>,
     /// Rule sets already built: connections with the same credentials get the same.
     peers: Mutex<HashMap<PeerIdentity, PeerPolicy>>,
+    /// Whether each uid seen has a user-database entry: looked up once per policy (a reload
+    /// looks again), not on every connection (the lookup reads /etc/passwd).
+    known_uids: Mutex<HashMap<u32, bool>>,
 }
 
 fn compile_rule(rule: &telbus_busconfig::Rule) -> Option<Compiled> {
@@ -166,6 +169,7 @@ impl Policy {
             not_at_console: Vec::new(),
             connection: Vec::new(),
             peers: Mutex::new(HashMap::new()),
+            known_uids: Mutex::new(HashMap::new()),
         };
         let mut mandatory_connection = Vec::new();
         for section in sections {
@@ -206,7 +210,13 @@ impl Policy {
     /// dbus-daemon takes the groups from the user database for this check; pass those, or the
     /// groups from the peer's credentials, which normally agree.
     pub fn allows_user(&self, uid: u32, gids: &[u32], bus_uid: u32) -> Decision {
-        if telbus_busconfig::user_name(uid).is_none() {
+        let known = *self
+            .known_uids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(uid)
+            .or_insert_with(|| telbus_busconfig::user_name(uid).is_some());
+        if !known {
             return Decision::Deny(crate::Denial {
                 rule: None,
                 matched_rules: 0,
