@@ -25,5 +25,5 @@ fi
 
 export CARGO_TERM_COLOR=never
 cargo build --release --workspace --all-targets -j2
-cargo test --release --workspace -j2
+cargo test --release --workspace -j2 --no-fail-fast
 cargo run --release -q -p telbus-dbus-tests --bin reference-suite
