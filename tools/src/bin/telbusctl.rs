@@ -134,7 +134,8 @@ async fn query(cli: &Cli) -> Result<(), String> {
 
 async fn status(driver: &Driver, json: bool) -> Result<String, String> {
     let stats = driver.stats().await?;
-    let peers = driver.peers().await?;
+    // Ourselves included, so that the counts match the bus's.
+    let peers = driver.peers(true).await?;
     let uptime = stats
         .get("StartTime")
         .and_then(|v| v.as_u64())
@@ -210,7 +211,7 @@ async fn status(driver: &Driver, json: bool) -> Result<String, String> {
 }
 
 async fn peers(driver: &Driver, json: bool) -> Result<String, String> {
-    let peers = driver.peers().await?;
+    let peers = driver.peers(false).await?;
     if json {
         let list: Vec<_> = peers
             .iter()

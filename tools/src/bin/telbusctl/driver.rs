@@ -111,13 +111,13 @@ impl Driver {
         Ok(to_json_map(stats))
     }
 
-    /// Every connected peer (but the driver and ourselves), in connection order.
-    pub async fn peers(&self) -> Result<Vec<Peer>, String> {
+    /// Every connected peer but the driver, in connection order; ourselves only if asked.
+    pub async fn peers(&self, include_self: bool) -> Result<Vec<Peer>, String> {
         let names: Vec<String> = self.call(DRIVER, "ListNames", &()).await?;
         let me = self.connection.unique_name().map(|n| n.to_string());
         let mut peers: Vec<Peer> = Vec::new();
         for name in names.iter().filter(|n| n.starts_with(':')) {
-            if Some(name) == me.as_ref() {
+            if !include_self && Some(name) == me.as_ref() {
                 continue;
             }
             // A peer may leave while we ask; what we could not learn stays unknown.
