@@ -14,6 +14,11 @@ need dbus-send dbus-bin
 need busctl systemd
 need gdbus libglib2.0-bin
 need xmllint libxml2-utils
+# Real desktop software (dbus-tests/tests/real_software.rs): dconf's writer, activated from its
+# own .service file, and the desktop schemas gsettings writes through it.
+need dconf dconf-cli
+[ -x /usr/libexec/dconf-service ] || packages+=(dconf-service)
+[ -f /usr/share/glib-2.0/schemas/org.gnome.desktop.interface.gschema.xml ] || packages+=(gsettings-desktop-schemas)
 [ -x /usr/lib/dbus-1.0/installed-tests/dbus/test-dbus-daemon ] || packages+=(dbus-tests)
 if [ ${#packages[@]} -gt 0 ]; then
     echo "installing: ${packages[*]}"

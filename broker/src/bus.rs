@@ -656,6 +656,7 @@ impl Bus {
             info!("reload requested by {who}: the embedded configuration does not change");
             return Ok(());
         };
+        crate::daemon::notify_reloading();
         let loaded = crate::daemon::load_config(&path, None).and_then(|config| {
             telbus_policy::Policy::compile(&config.policies)
                 .map(|policy| (config, policy))
@@ -687,11 +688,15 @@ impl Bus {
                     "configuration reloaded from {} (requested by {who})",
                     path.display()
                 );
+                crate::daemon::notify_systemd("READY=1\nSTATUS=Processing requests...");
                 Ok(())
             }
             Err(e) => {
                 let text = format!("Unable to reload configuration: {e}");
                 warn!("{text} (requested by {who}); keeping the running configuration");
+                crate::daemon::notify_systemd(&format!(
+                    "READY=1\nSTATUS=Processing requests (configuration not reloaded: {e})"
+                ));
                 Err(crate::driver::DriverError {
                     name: "org.freedesktop.DBus.Error.Failed",
                     text,

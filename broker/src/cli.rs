@@ -11,8 +11,9 @@ use clap::Parser;
     about = "telbus message bus daemon: a drop-in replacement for dbus-daemon",
     long_about = "telbusd is a D-Bus message bus. It takes dbus-daemon's command line and XML \
 configuration files, so D-Bus clients (busctl, gdbus, dbus-send, zbus, libdbus) use it unchanged.\n\n\
-Logging goes to stderr; set TELBUS_LOG (or RUST_LOG) to a tracing filter such as \
-`debug` or `telbusd=debug` for more."
+Logging goes to stderr, or to the journal when systemd connects stderr to it \
+(JOURNAL_STREAM) or with --syslog-only; set TELBUS_LOG (or RUST_LOG) to a tracing filter such \
+as `debug` or `info,telbusd::activation=debug` for more."
 )]
 pub struct Args {
     /// Use the standard configuration of the per-login-session bus.

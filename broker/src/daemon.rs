@@ -50,16 +50,55 @@ pub fn load_config(path: &Path, embedded: Option<&str>) -> Result<BusConfig, Str
     .map_err(|e| e.to_string())
 }
 
-fn init_logging() {
+/// Logs go to stderr, or to the journal when stderr is systemd's journal stream (systemd sets
+/// JOURNAL_STREAM to its device and inode) or `--syslog-only` asks for it; `--syslog` logs to
+/// both. TELBUS_LOG (else RUST_LOG) is a tracing filter: a level, and per-module levels such
+/// as `info,telbusd::activation=debug`.
+fn init_logging(args: &Args) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
+
     let filter = std::env::var("TELBUS_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
+    let to_journal = !args.nosyslog && (args.syslog || args.syslog_only || stderr_is_journal());
+    let journal = if to_journal {
+        match tracing_journald::layer() {
+            Ok(layer) => Some(layer.with_syslog_identifier("telbusd".into())),
+            Err(e) => {
+                eprintln!("telbusd: cannot log to the journal ({e}); logging to stderr");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let to_stderr = journal.is_none() || (args.syslog && !stderr_is_journal());
+    let stderr = to_stderr.then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_target(false)
+    });
+    let _ = tracing_subscriber::registry()
+        .with(journal.with_filter(EnvFilter::new(&filter)))
+        .with(stderr.with_filter(EnvFilter::new(&filter)))
         .try_init();
+}
+
+/// Whether our stderr is the stream systemd connected to the journal.
+fn stderr_is_journal() -> bool {
+    let Ok(stream) = std::env::var("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = stream.split_once(':') else {
+        return false;
+    };
+    let Ok(stat) = rustix::fs::fstat(std::io::stderr()) else {
+        return false;
+    };
+    dev.parse::<u64>().ok() == Some(stat.st_dev) && ino.parse::<u64>().ok() == Some(stat.st_ino)
 }
 
 /// Write `text` to a descriptor we were handed (print-address, print-pid) without closing it.
@@ -72,7 +111,8 @@ fn write_to_fd(fd: i32, text: &str) -> std::io::Result<()> {
 }
 
 pub fn run(args: Args) -> ExitCode {
-    init_logging();
+    crate::stats::mark_start();
+    init_logging(&args);
     if args.introspect {
         print!("{}", crate::driver::introspection_of_driver());
         return ExitCode::SUCCESS;
@@ -245,6 +285,16 @@ pub fn notify_systemd(state: &str) {
     if let Err(e) = result {
         tracing::warn!("cannot notify systemd at {path}: {e}");
     }
+}
+
+/// Tell systemd a reload has begun (READY=1 follows when it is done), with the monotonic
+/// time systemd's notify-reload protocol asks for.
+pub fn notify_reloading() {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    let usec = now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1000;
+    notify_systemd(&format!(
+        "RELOADING=1\nSTATUS=Reloading configuration\nMONOTONIC_USEC={usec}"
+    ));
 }
 
 static mut READY_PIPE: i32 = -1;

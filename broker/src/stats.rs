@@ -9,6 +9,18 @@ use crate::ConnId;
 use crate::bus::{Bus, Phase, unique_name};
 use crate::driver::DriverError;
 
+/// When the bus started, for the `StartTime` key (seconds since the Unix epoch): tools show
+/// the bus's uptime from it. Not one of dbus-daemon's keys; clients ignore keys they do not know.
+static START_TIME: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// Note the bus's start time (called once by the daemon as it starts).
+pub fn mark_start() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let _ = START_TIME.set(now);
+}
+
 /// Highest values seen since the bus started.
 #[derive(Default)]
 pub struct Peaks {
@@ -52,6 +64,10 @@ impl Bus {
         let u = |n: usize| Value::from(n.min(u32::MAX as usize) as u32);
         HashMap::from([
             ("Serial", Value::from(serial)),
+            (
+                "StartTime",
+                Value::from(START_TIME.get().copied().unwrap_or(0)),
+            ),
             ("ActiveConnections", u(active)),
             ("IncompleteConnections", u(incomplete)),
             ("MatchRules", u(self.matches.total_rules())),
