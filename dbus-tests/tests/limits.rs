@@ -11,8 +11,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use telbus_dbus_tests::{
-    ServiceThread, TEST_INTERFACE, TEST_PATH, TestBus, add_match, call_driver, expect_error_name,
-    run,
+    RawClient, ServiceThread, TEST_INTERFACE, TEST_PATH, TestBus, add_match, call_driver,
+    expect_error_name, run, socket_path,
 };
 use zbus::Message;
 
@@ -20,94 +20,6 @@ const LIMITS_EXCEEDED: &str = "org.freedesktop.DBus.Error.LimitsExceeded";
 
 fn bus_with_limit(name: &str, value: u64) -> TestBus {
     TestBus::with_config(&format!(r#"<limit name="{name}">{value}</limit>"#))
-}
-
-/// The unix socket path of a test bus (`unix:path=…,guid=…`).
-fn socket_path(bus: &TestBus) -> String {
-    let address = bus.address();
-    let path = address
-        .split(',')
-        .find_map(|part| part.strip_prefix("unix:path="))
-        .unwrap_or_else(|| panic!("a unix:path address: {address}"));
-    path.to_string()
-}
-
-/// A client on a plain socket that authenticates, says Hello and then does only what the test
-/// tells it: in particular, it may never read again.
-struct RawClient {
-    stream: UnixStream,
-    serial: u32,
-}
-
-impl RawClient {
-    fn connect(bus: &TestBus) -> RawClient {
-        let mut stream = UnixStream::connect(Path::new(&socket_path(bus))).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let uid = rustix::process::geteuid().as_raw().to_string();
-        let hex: String = uid.bytes().map(|b| format!("{b:02x}")).collect();
-        stream
-            .write_all(format!("\0AUTH EXTERNAL {hex}\r\n").as_bytes())
-            .unwrap();
-        let mut line = Vec::new();
-        let mut byte = [0u8; 1];
-        while !line.ends_with(b"\r\n") {
-            stream.read_exact(&mut byte).expect("the bus answers AUTH");
-            line.push(byte[0]);
-        }
-        assert!(
-            line.starts_with(b"OK "),
-            "{}",
-            String::from_utf8_lossy(&line)
-        );
-        stream.write_all(b"NEGOTIATE_UNIX_FD\r\n").unwrap();
-        line.clear();
-        while !line.ends_with(b"\r\n") {
-            stream
-                .read_exact(&mut byte)
-                .expect("the bus answers NEGOTIATE_UNIX_FD");
-            line.push(byte[0]);
-        }
-        assert!(
-            line.starts_with(b"AGREE_UNIX_FD"),
-            "{}",
-            String::from_utf8_lossy(&line)
-        );
-        stream.write_all(b"BEGIN\r\n").unwrap();
-        let mut client = RawClient { stream, serial: 0 };
-        client.send(
-            Message::method_call("/org/freedesktop/DBus", "Hello")
-                .destination("org.freedesktop.DBus")
-                .interface("org.freedesktop.DBus"),
-            &(),
-        );
-        client
-    }
-
-    fn send<B>(&mut self, builder: zbus::message::Builder<'_>, body: &B)
-    where
-        B: serde::Serialize + zbus::DynamicType,
-    {
-        self.serial += 1;
-        let msg = builder
-            .serial(std::num::NonZeroU32::new(self.serial).unwrap())
-            .build(body)
-            .expect("build a message");
-        self.stream
-            .write_all(&msg.data()[..])
-            .expect("write a message");
-    }
-
-    /// Subscribes to every signal, then never reads them.
-    fn subscribe_to_everything(&mut self) {
-        self.send(
-            Message::method_call("/org/freedesktop/DBus", "AddMatch")
-                .destination("org.freedesktop.DBus")
-                .interface("org.freedesktop.DBus"),
-            &("type='signal'",),
-        );
-    }
 }
 
 #[test]

@@ -5,5 +5,6 @@ pub mod config;
 pub mod driver;
 pub mod errors;
 pub mod process;
+pub mod raw;
 pub mod service;
 pub mod timeout;

@@ -1,0 +1,170 @@
+//! A client on a plain socket, for tests that need to misbehave on purpose: stop reading, send
+//! bytes no library would build, hold a half-finished authentication open. It authenticates
+//! with SASL EXTERNAL and (unless told not to) says Hello, then does only what the test says.
+
+use std::io::{Read, Write};
+use std::num::NonZeroU32;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use zbus::Message;
+use zbus::message::{Builder, Type};
+use zbus::wire::Endian;
+use zbus::wire::serialized::{Context, Data};
+
+use super::bus::TestBus;
+
+/// The unix socket path of a test bus (`unix:path=…,guid=…`).
+pub fn socket_path(bus: &TestBus) -> String {
+    let address = bus.address();
+    address
+        .split(',')
+        .find_map(|part| part.strip_prefix("unix:path="))
+        .unwrap_or_else(|| panic!("a unix:path address: {address}"))
+        .to_string()
+}
+
+pub struct RawClient {
+    pub stream: UnixStream,
+    serial: u32,
+    /// The unique name the bus gave in its Hello reply (empty before Hello).
+    pub unique_name: String,
+}
+
+impl RawClient {
+    /// Connects, authenticates and says Hello, waiting for its reply.
+    pub fn connect(bus: &TestBus) -> RawClient {
+        let mut client = Self::authenticate(&socket_path(bus));
+        client.hello();
+        client
+    }
+
+    /// Connects to a socket path and authenticates (EXTERNAL, with unix fd passing), without
+    /// saying Hello.
+    pub fn authenticate(path: &str) -> RawClient {
+        let mut stream = UnixStream::connect(Path::new(path)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let uid = rustix::process::geteuid().as_raw().to_string();
+        let hex: String = uid.bytes().map(|b| format!("{b:02x}")).collect();
+        stream
+            .write_all(format!("\0AUTH EXTERNAL {hex}\r\n").as_bytes())
+            .unwrap();
+        let line = read_line(&mut stream);
+        assert!(line.starts_with("OK "), "AUTH answered: {line}");
+        stream.write_all(b"NEGOTIATE_UNIX_FD\r\n").unwrap();
+        let line = read_line(&mut stream);
+        assert!(line.starts_with("AGREE_UNIX_FD"), "answered: {line}");
+        stream.write_all(b"BEGIN\r\n").unwrap();
+        RawClient {
+            stream,
+            serial: 0,
+            unique_name: String::new(),
+        }
+    }
+
+    /// Says Hello and reads its reply (skipping the NameAcquired signal that may come first).
+    pub fn hello(&mut self) {
+        let serial = self.send(driver_call("Hello"), &());
+        let reply = self.read_reply_to(serial);
+        self.unique_name = reply.body().deserialize::<String>().expect("a unique name");
+    }
+
+    /// Sends a message built from `builder`, numbering it; returns its serial.
+    pub fn send<B>(&mut self, builder: Builder<'_>, body: &B) -> u32
+    where
+        B: serde::Serialize + zbus::DynamicType,
+    {
+        self.serial += 1;
+        let msg = builder
+            .serial(NonZeroU32::new(self.serial).unwrap())
+            .build(body)
+            .expect("build a message");
+        self.stream
+            .write_all(&msg.data()[..])
+            .expect("write a message");
+        self.serial
+    }
+
+    /// Writes bytes as they are: for messages no library would build.
+    pub fn send_bytes(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Subscribes to every signal (then the test decides whether to read them).
+    pub fn subscribe_to_everything(&mut self) {
+        self.send(driver_call("AddMatch"), &("type='signal'",));
+    }
+
+    /// Reads the next whole message, or None at end of stream or after the read timeout.
+    pub fn read_message(&mut self) -> Option<Message> {
+        let mut fixed = [0u8; 16];
+        self.stream.read_exact(&mut fixed).ok()?;
+        let endian = match fixed[0] {
+            b'l' => Endian::Little,
+            b'B' => Endian::Big,
+            other => panic!("the bus sent endianness byte {other:#x}"),
+        };
+        let word = |at: usize| {
+            let bytes = [fixed[at], fixed[at + 1], fixed[at + 2], fixed[at + 3]];
+            match endian {
+                Endian::Little => u32::from_le_bytes(bytes),
+                Endian::Big => u32::from_be_bytes(bytes),
+            }
+        } as usize;
+        let body_len = word(4);
+        let fields_len = word(12);
+        let header_len = (16 + fields_len).div_ceil(8) * 8;
+        let mut bytes = fixed.to_vec();
+        bytes.resize(header_len + body_len, 0);
+        self.stream.read_exact(&mut bytes[16..]).ok()?;
+        // SAFETY: from_bytes is unsafe only because it trusts the encoding; the bus sent it, and
+        // a test that reads garbage fails on the assertion that follows anyway.
+        unsafe { Message::from_bytes(Data::new(bytes, Context::new(endian, 0))) }.ok()
+    }
+
+    /// Reads until the reply (method return or error) to `serial`, dropping anything else.
+    pub fn read_reply_to(&mut self, serial: u32) -> Message {
+        loop {
+            let msg = self
+                .read_message()
+                .unwrap_or_else(|| panic!("no reply to serial {serial}"));
+            let header = msg.header();
+            let is_reply = matches!(header.message_type(), Type::MethodReturn | Type::Error);
+            if is_reply && header.reply_serial().map(|s| s.get()) == Some(serial) {
+                return msg;
+            }
+        }
+    }
+
+    /// True once the bus has closed this connection (reads end; pending input is drained).
+    pub fn is_disconnected(&mut self) -> bool {
+        loop {
+            let mut buf = [0u8; 4096];
+            match self.stream.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+/// A method call to the bus driver, to be sent with [`RawClient::send`].
+pub fn driver_call(member: &'static str) -> Builder<'static> {
+    Message::method_call("/org/freedesktop/DBus", member)
+        .destination("org.freedesktop.DBus")
+        .interface("org.freedesktop.DBus")
+}
+
+fn read_line(stream: &mut UnixStream) -> String {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\r\n") {
+        stream.read_exact(&mut byte).expect("the bus answers");
+        line.push(byte[0]);
+    }
+    String::from_utf8_lossy(&line).trim_end().to_string()
+}
