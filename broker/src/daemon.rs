@@ -177,6 +177,22 @@ pub fn run(args: Args) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
+    let signals = match signal_pipe() {
+        Ok(fd) => fd,
+        Err(e) => {
+            eprintln!("Failed to set up signal handling: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Raising the hard limit needs root; then the bus becomes its configured user before it says
+    // it is ready (address and pid printed), so that whoever reads them meets the final process.
+    raise_fd_limit();
+    if let Some(user) = config.user.clone()
+        && let Err(e) = drop_privileges(&user)
+    {
+        eprintln!("Failed to start message bus: {e}");
+        return ExitCode::FAILURE;
+    }
     if let Some(fd) = args.print_address
         && let Err(e) = write_to_fd(fd, &format!("{printed_address}\n"))
     {
@@ -193,20 +209,6 @@ pub fn run(args: Args) -> ExitCode {
         finish_daemonizing();
     }
 
-    let signals = match signal_pipe() {
-        Ok(fd) => fd,
-        Err(e) => {
-            eprintln!("Failed to set up signal handling: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    raise_fd_limit();
-    if let Some(user) = config.user.clone()
-        && let Err(e) = drop_privileges(&user)
-    {
-        eprintln!("Failed to start message bus: {e}");
-        return ExitCode::FAILURE;
-    }
     let pidfile = config.pidfile.clone().filter(|_| !args.nopidfile);
     info!("listening on {printed_address}");
     let config_path = embedded.is_none().then_some(path);

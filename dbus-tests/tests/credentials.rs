@@ -163,3 +163,55 @@ fn names_without_an_owner() {
     });
     bus.assert_alive();
 }
+
+/// The `Uid:` or `Gid:` line of /proc/PID/status: real, effective, saved and filesystem ids.
+fn status_ids(pid: u32, key: &str) -> Vec<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix(key))
+        .unwrap_or_else(|| panic!("{key} in /proc/{pid}/status"));
+    line.split_whitespace()
+        .map(|id| id.parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn a_system_bus_drops_to_its_configured_user_after_binding() {
+    const NOBODY: u32 = 65534;
+    if euid() != 0 {
+        eprintln!("skipped: needs root to start a bus that drops privileges");
+        return;
+    }
+    let bus = TestBus::with_config(
+        r#"<user>nobody</user><policy context="default"><allow user="*"/></policy>"#,
+    );
+    // Every user id of the process is nobody's, and so is its group. telbusd drops privileges
+    // before it prints its address; dbus-daemon prints first, so against it this check races.
+    assert_eq!(status_ids(bus.pid(), "Uid:"), [NOBODY; 4]);
+    assert_eq!(status_ids(bus.pid(), "Gid:")[1], NOBODY);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", bus.pid())).unwrap();
+    let groups = status.lines().find(|l| l.starts_with("Groups:")).unwrap();
+    // Supplementary groups are nobody's own (initgroups), none of root's.
+    assert!(!groups.split_whitespace().any(|g| g == "0"), "{groups}");
+    run(async {
+        // The socket was bound as root, before the drop, and still serves root's clients.
+        let asker = bus.connect().await;
+        let other = bus.connect().await;
+        assert_eq!(unix_user(&asker, DRIVER_NAME).await.unwrap(), NOBODY);
+        // A client learns another client's credentials through the driver only: its own socket
+        // reports the bus's process, never the peer on the other side of a message.
+        let name = other.unique_name().unwrap().to_string();
+        assert_eq!(unix_user(&asker, &name).await.unwrap(), euid());
+        assert_eq!(process_id(&asker, &name).await.unwrap(), std::process::id());
+    });
+    let raw = telbus_dbus_tests::RawClient::connect(&bus);
+    let peer = rustix::net::sockopt::socket_peercred(&raw.stream).unwrap();
+    assert_eq!(peer.pid.as_raw_nonzero().get() as u32, bus.pid());
+    assert_eq!(
+        peer.uid.as_raw(),
+        0,
+        "the socket's creds are those at bind time"
+    );
+    bus.assert_alive();
+}
