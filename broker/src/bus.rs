@@ -77,6 +77,11 @@ pub struct Peer {
     pub stats: PeerStats,
     /// The policy rules that apply to this connection (set once it authenticated).
     pub policy: Option<telbus_policy::PeerPolicy>,
+    /// Its messages still waiting in other connections' queues, for max_incoming_bytes and
+    /// max_incoming_unix_fds (as in dbus-daemon, a message counts until it is written).
+    pub in_flight: crate::quota::Usage,
+    /// Not read from until `in_flight` drains below the incoming limits.
+    pub throttled: bool,
 }
 
 impl Peer {
@@ -86,6 +91,11 @@ impl Peer {
 
     pub fn is_active(&self) -> bool {
         matches!(self.phase, Phase::Active)
+    }
+
+    /// The user its queued messages are accounted to.
+    pub fn quota_user(&self) -> u32 {
+        self.creds.uid.unwrap_or(crate::quota::ANONYMOUS)
     }
 
     /// `uid=… pid=…` for logs.
@@ -139,6 +149,11 @@ pub struct Bus {
     pub address: String,
     pub peaks: crate::stats::Peaks,
     pub stats_serial: u32,
+    /// What waits in the bus, per user.
+    pub quotas: crate::quota::UserQuotas,
+    /// The connection whose message is being routed, and that message's bytes (by address):
+    /// the copies of it that are queued are charged to that connection's user.
+    dispatching: Option<(ConnId, usize)>,
 }
 
 impl Bus {
@@ -194,6 +209,8 @@ impl Bus {
             address: String::new(),
             peaks: Default::default(),
             stats_serial: 0,
+            quotas: Default::default(),
+            dispatching: None,
         })
     }
 
@@ -386,6 +403,8 @@ impl Bus {
                 readable: true,
                 stats: PeerStats::default(),
                 policy: None,
+                in_flight: Default::default(),
+                throttled: false,
             };
             debug!("connection {id} accepted ({})", peer.loginfo());
             self.peers.insert(id, peer);
@@ -438,6 +457,18 @@ impl Bus {
                             self.ready.push_back(id);
                             return;
                         }
+                        let limits = &self.config.limits;
+                        if peer.in_flight.bytes as u64 >= limits.max_incoming_bytes
+                            || peer.in_flight.fds as u64 >= limits.max_incoming_unix_fds
+                        {
+                            // Read on once its messages drain (see `release_written`).
+                            debug!(
+                                "{} has {} bytes and {} fds waiting for delivery: not read for now",
+                                peer.unique, peer.in_flight.bytes, peer.in_flight.fds
+                            );
+                            peer.throttled = true;
+                            return;
+                        }
                         handled += 1;
                         let (inbuf, sender) = (&mut peer.inbuf, &peer.unique);
                         let mut fds = std::mem::take(&mut inbuf.fds);
@@ -449,7 +480,12 @@ impl Bus {
                         inbuf.consume(len);
                         peer.stats.messages_in += 1;
                         match stamped {
-                            Ok(msg) => self.dispatch(id, msg),
+                            Ok(msg) => {
+                                let bytes = msg.data().bytes().as_ptr() as usize;
+                                self.dispatching = Some((id, bytes));
+                                self.dispatch(id, msg);
+                                self.dispatching = None;
+                            }
                             Err(e) => {
                                 self.invalid_message(id, e);
                                 return;
@@ -544,6 +580,9 @@ impl Bus {
         };
         // Last chance for what is queued to it (e.g. the error that explains why).
         let _ = peer.out.flush(peer.fd.as_fd());
+        peer.out.discard();
+        let released = std::mem::take(&mut peer.out.released);
+        self.release_charges(peer.quota_user(), &released);
         let _ = epoll::delete(&self.epoll, &peer.fd);
         let was_active = peer.is_active();
         let loginfo = peer.loginfo();
@@ -608,21 +647,59 @@ impl Bus {
         }
     }
 
-    /// Queue a message for a peer. Fails (and drops the message) if the peer's queue is full.
+    /// Queue a message for a peer. Fails (and drops the message) if the peer's queue is full,
+    /// or if its sender used its share of the receiving user's quota.
     pub fn enqueue(&mut self, to: ConnId, msg: Message) -> Result<(), QueueFull> {
         let limits = &self.config.limits;
-        let Some(peer) = self.peers.get_mut(&to) else {
+        let Some(peer) = self.peers.get(&to) else {
             return Ok(());
         };
-        if peer.out.bytes + msg.data().len() > limits.max_outgoing_bytes as usize
-            || peer.out.fds + msg.data().fds().len() > limits.max_outgoing_unix_fds as usize
+        let (bytes, fds) = (msg.data().len(), msg.data().fds().len());
+        if peer.out.bytes + bytes > limits.max_outgoing_bytes as usize
+            || peer.out.fds + fds > limits.max_outgoing_unix_fds as usize
         {
-            return Err(QueueFull);
+            return Err(QueueFull::Connection);
         }
+        // A copy of the message being routed is the sender's; anything else (the driver's
+        // messages) and copies for monitors are the bus's own.
+        let sender = match self.dispatching {
+            Some((from, addr))
+                if addr == msg.data().bytes().as_ptr() as usize
+                    && !matches!(peer.phase, Phase::Monitor) =>
+            {
+                self.peers.get(&from).map(|p| (from, p.quota_user()))
+            }
+            _ => None,
+        };
+        let (sender, actor) = sender.unwrap_or((0, crate::quota::BUS_ACTOR));
+        let budget = crate::quota::Budget {
+            bytes: limits.max_queued_bytes_per_user as usize,
+            fds: limits.max_queued_unix_fds_per_user as usize,
+        };
+        let receiver = peer.quota_user();
+        if let Err(exceeded) = self.quotas.charge(receiver, actor, bytes, fds, budget) {
+            return Err(QueueFull::User {
+                receiver,
+                actor,
+                exceeded,
+            });
+        }
+        if sender != 0
+            && let Some(from) = self.peers.get_mut(&sender)
+        {
+            from.in_flight.add(bytes, fds);
+        }
+        let peer = self.peers.get_mut(&to).expect("checked above");
         if peer.out.is_empty() {
             self.dirty.push(to);
         }
-        peer.out.push(&msg);
+        let charge = crate::quota::Charge {
+            sender,
+            actor,
+            bytes: bytes as u32,
+            fds: fds as u32,
+        };
+        peer.out.push_charged(msg.data().clone(), charge);
         peer.stats.messages_out += 1;
         peer.stats.peak_out_bytes = peer.stats.peak_out_bytes.max(peer.out.bytes);
         peer.stats.peak_out_fds = peer.stats.peak_out_fds.max(peer.out.fds);
@@ -638,10 +715,49 @@ impl Bus {
             if peer.out.is_empty() {
                 continue;
             }
-            if let Err(e) = peer.out.flush(peer.fd.as_fd())
+            let result = peer.out.flush(peer.fd.as_fd());
+            if !peer.out.released.is_empty() {
+                let released = std::mem::take(&mut peer.out.released);
+                let receiver = peer.quota_user();
+                self.release_charges(receiver, &released);
+                if let Some(peer) = self.peers.get_mut(&id) {
+                    // Keep the allocation for the next flush.
+                    let mut released = released;
+                    released.clear();
+                    peer.out.released = released;
+                }
+            }
+            if let Err(e) = result
                 && !self.doomed.iter().any(|(d, _)| *d == id)
             {
                 self.doom(id, format!("write error: {e}"));
+            }
+        }
+    }
+
+    /// Messages charged to `receiver` were written or dropped: give their senders and users
+    /// back what they held, and read again from senders that were waiting for that.
+    fn release_charges(&mut self, receiver: u32, released: &[crate::quota::Charge]) {
+        let limits = &self.config.limits;
+        for charge in released {
+            self.quotas.release(receiver, charge);
+            if charge.sender == 0 {
+                continue;
+            }
+            let Some(from) = self.peers.get_mut(&charge.sender) else {
+                continue;
+            };
+            from.in_flight
+                .sub(charge.bytes as usize, charge.fds as usize);
+            if from.throttled
+                && (from.in_flight.bytes as u64) < limits.max_incoming_bytes
+                && (from.in_flight.fds as u64) < limits.max_incoming_unix_fds
+            {
+                from.throttled = false;
+                // It stopped with input left; its turn comes back.
+                if from.readable {
+                    self.ready.push_back(charge.sender);
+                }
             }
         }
     }
@@ -706,9 +822,38 @@ impl Bus {
     }
 }
 
-/// A peer's outgoing queue is over its limit.
+/// Why a message could not be queued.
 #[derive(Debug)]
-pub struct QueueFull;
+pub enum QueueFull {
+    /// The receiving connection's queue is over max_outgoing_bytes or max_outgoing_unix_fds.
+    Connection,
+    /// The sending user has its share of the receiving user's quota queued already.
+    User {
+        receiver: u32,
+        actor: u32,
+        exceeded: crate::quota::Exceeded,
+    },
+}
+
+impl QueueFull {
+    /// The limit that refused the message, for the sender's error and the log.
+    pub fn limit(&self) -> String {
+        match self {
+            QueueFull::Connection => "max_outgoing_bytes or max_outgoing_unix_fds".into(),
+            QueueFull::User {
+                receiver,
+                actor,
+                exceeded,
+            } => {
+                let what = match exceeded {
+                    crate::quota::Exceeded::Bytes => "max_queued_bytes_per_user",
+                    crate::quota::Exceeded::Fds => "max_queued_unix_fds_per_user",
+                };
+                format!("uid {actor}'s share of uid {receiver}'s {what}")
+            }
+        }
+    }
+}
 
 impl OutQueue {
     /// Queue bytes that are not a message (SASL replies).
