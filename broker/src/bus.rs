@@ -151,6 +151,8 @@ pub struct Bus {
     pub stats_serial: u32,
     /// What waits in the bus, per user.
     pub quotas: crate::quota::UserQuotas,
+    /// The listeners are not watched: max_incomplete_connections is reached.
+    accept_paused: bool,
     /// The connection whose message is being routed, and that message's bytes (by address):
     /// the copies of it that are queued are charged to that connection's user.
     dispatching: Option<(ConnId, usize)>,
@@ -210,6 +212,7 @@ impl Bus {
             peaks: Default::default(),
             stats_serial: 0,
             quotas: Default::default(),
+            accept_paused: false,
             dispatching: None,
         })
     }
@@ -297,6 +300,9 @@ impl Bus {
             self.expire_timers();
             self.flush_dirty();
             self.close_doomed();
+            if self.accept_paused {
+                self.pause_or_resume_accepting();
+            }
             if self.reload_requested {
                 self.reload_requested = false;
                 if let Err(e) = self.reload_config(None) {
@@ -342,8 +348,49 @@ impl Bus {
         }
     }
 
+    /// Connections that have not said Hello yet (dbus-daemon's "incomplete" ones).
+    fn incomplete_connections(&self) -> u64 {
+        self.peers
+            .values()
+            .filter(|p| matches!(p.phase, Phase::Auth(_) | Phase::Unregistered))
+            .count() as u64
+    }
+
+    /// As dbus-daemon: while max_incomplete_connections connections have not said Hello, the
+    /// bus accepts no more (new clients wait in the listen backlog), so that half-open
+    /// connections cannot exhaust it; connected clients are not affected.
+    fn pause_or_resume_accepting(&mut self) {
+        let max = self.config.limits.max_incomplete_connections;
+        let full = self.incomplete_connections() >= max;
+        if full == self.accept_paused {
+            return;
+        }
+        self.accept_paused = full;
+        if full {
+            warn!("max_incomplete_connections={max} reached: not accepting new connections");
+        } else {
+            info!("accepting new connections again");
+        }
+        let flags = if full {
+            epoll::EventFlags::empty()
+        } else {
+            epoll::EventFlags::IN
+        };
+        for (i, l) in self.listeners.iter().enumerate() {
+            let data = epoll::EventData::new_u64(TOKEN_LISTENER_BASE + i as u64);
+            if let Err(e) = epoll::modify(&self.epoll, l.as_fd(), data, flags) {
+                warn!("cannot change the watch of a listener: {e}");
+            }
+        }
+    }
+
     fn accept_all(&mut self, index: usize) {
+        let mut incomplete = self.incomplete_connections();
         loop {
+            if self.accept_paused || incomplete >= self.config.limits.max_incomplete_connections {
+                self.pause_or_resume_accepting();
+                return;
+            }
             let accepted = match self.listeners[index].accept() {
                 Ok(Some(a)) => a,
                 Ok(None) => return,
@@ -353,18 +400,6 @@ impl Bus {
                 }
             };
             let limits = &self.config.limits;
-            let incomplete = self
-                .peers
-                .values()
-                .filter(|p| matches!(p.phase, Phase::Auth(_)))
-                .count() as u64;
-            if incomplete >= limits.max_incomplete_connections {
-                warn!(
-                    "refusing a connection: max_incomplete_connections={} reached",
-                    limits.max_incomplete_connections
-                );
-                continue;
-            }
             let id = self.next_id;
             self.next_id += 1;
             if let Err(e) = epoll::add(
@@ -407,6 +442,7 @@ impl Bus {
                 throttled: false,
             };
             debug!("connection {id} accepted ({})", peer.loginfo());
+            incomplete += 1;
             self.peers.insert(id, peer);
             self.ready.push_back(id);
         }

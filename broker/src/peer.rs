@@ -16,7 +16,6 @@ use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
     SendAncillaryMessage, SendFlags, recvmsg, sendmsg,
 };
-use zbus::Message;
 use zbus::wire::serialized::Data;
 
 use crate::quota::Charge;
@@ -58,7 +57,7 @@ pub struct OutQueue {
 
 impl OutQueue {
     #[cfg(test)]
-    pub fn push(&mut self, msg: &Message) {
+    pub fn push(&mut self, msg: &zbus::Message) {
         self.push_data(msg.data().clone());
     }
 
@@ -292,6 +291,7 @@ impl InBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use zbus::Message;
     use std::io::Read;
     use std::os::unix::net::UnixStream;
 
