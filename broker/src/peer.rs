@@ -291,9 +291,9 @@ impl InBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use zbus::Message;
     use std::io::Read;
     use std::os::unix::net::UnixStream;
+    use zbus::Message;
 
     fn signal(n: u32) -> Message {
         Message::signal("/a", "a.b", "C").build(&(n,)).unwrap()

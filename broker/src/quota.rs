@@ -128,13 +128,15 @@ impl UserQuotas {
         let account = self.accounts.entry(receiver).or_default();
         if actor != BUS_ACTOR {
             let held = account.by_actor.get(&actor).copied().unwrap_or_default();
-            let actors = account
-                .by_actor
-                .keys()
-                .filter(|a| **a != BUS_ACTOR)
-                .count()
+            let actors = account.by_actor.keys().filter(|a| **a != BUS_ACTOR).count()
                 + usize::from(held.is_empty());
-            if !fair(budget.bytes, account.received.bytes, held.bytes, bytes, actors) {
+            if !fair(
+                budget.bytes,
+                account.received.bytes,
+                held.bytes,
+                bytes,
+                actors,
+            ) {
                 return Err(Exceeded::Bytes);
             }
             if fds > 0 && !fair(budget.fds, account.received.fds, held.fds, fds, actors) {
