@@ -241,7 +241,7 @@ fn make_trouble(path: &str, trouble: &Arc<Trouble>) -> Vec<thread::JoinHandle<()
             let mut client = RawClient::authenticate(&p);
             client.hello();
             client.subscribe_to_everything();
-            if n % 3 == 0 {
+            if n.is_multiple_of(3) {
                 let msg = Message::signal(PATH, INTERFACE, "Half")
                     .build(&("x".repeat(4096),))
                     .unwrap();
@@ -258,7 +258,7 @@ fn make_trouble(path: &str, trouble: &Arc<Trouble>) -> Vec<thread::JoinHandle<()
     threads.push(thread::spawn(move || {
         let mut n = 0u64;
         while !t.stop.load(Ordering::Relaxed) {
-            if n % 2 == 0 {
+            if n.is_multiple_of(2) {
                 let mut client = RawClient::authenticate(&p);
                 client.hello();
                 let mut junk = vec![b'l', 1, 0, 1, 0xff, 0xff, 0xff, 0x7f];
