@@ -11,6 +11,7 @@
 //! The hot path is two hash lookups and a few integer adds per queued message.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::ConnId;
 
@@ -81,12 +82,36 @@ pub enum Exceeded {
     Fds,
 }
 
+/// Hashes uids with one multiplication: the maps are looked up for every queued message, and
+/// SipHash (std's default, built against untrusted keys) cost more than the rest of the
+/// accounting. Uids come from the kernel, not from clients, so no one can pick colliding keys.
+#[derive(Default, Clone, Copy)]
+struct UidHasher(u64);
+
+impl Hasher for UidHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type UidMap<V> = HashMap<u32, V, BuildHasherDefault<UidHasher>>;
+
 #[derive(Default)]
 struct Account {
     /// Waiting for delivery to this user's connections, in all.
     received: Usage,
     /// The part of `received` each sending user holds.
-    by_actor: HashMap<u32, Usage>,
+    by_actor: UidMap<Usage>,
     /// This user's messages waiting for delivery to anyone.
     sent: Usage,
 }
@@ -100,7 +125,7 @@ impl Account {
 /// Every user's account.
 #[derive(Default)]
 pub struct UserQuotas {
-    accounts: HashMap<u32, Account>,
+    accounts: UidMap<Account>,
 }
 
 /// One user's figures, for Debug.Stats.
