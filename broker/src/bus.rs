@@ -155,7 +155,7 @@ pub struct Bus {
     accept_paused: bool,
     /// The connection whose message is being routed, and that message's bytes (by address):
     /// the copies of it that are queued are charged to that connection's user.
-    dispatching: Option<(ConnId, usize)>,
+    dispatching: Option<Dispatching>,
 }
 
 impl Bus {
@@ -517,10 +517,20 @@ impl Bus {
                         peer.stats.messages_in += 1;
                         match stamped {
                             Ok(msg) => {
-                                let bytes = msg.data().bytes().as_ptr() as usize;
-                                self.dispatching = Some((id, bytes));
+                                self.dispatching = Some(Dispatching {
+                                    from: id,
+                                    user: peer.quota_user(),
+                                    bytes_at: msg.data().bytes().as_ptr() as usize,
+                                    queued: Default::default(),
+                                });
                                 self.dispatch(id, msg);
-                                self.dispatching = None;
+                                // What of it was queued counts for the sender until written.
+                                if let Some(done) = self.dispatching.take()
+                                    && done.queued.messages > 0
+                                    && let Some(peer) = self.peers.get_mut(&id)
+                                {
+                                    peer.in_flight.add_usage(&done.queued);
+                                }
                             }
                             Err(e) => {
                                 self.invalid_message(id, e);
@@ -687,7 +697,7 @@ impl Bus {
     /// or if its sender used its share of the receiving user's quota.
     pub fn enqueue(&mut self, to: ConnId, msg: Message) -> Result<(), QueueFull> {
         let limits = &self.config.limits;
-        let Some(peer) = self.peers.get(&to) else {
+        let Some(peer) = self.peers.get_mut(&to) else {
             return Ok(());
         };
         let (bytes, fds) = (msg.data().len(), msg.data().fds().len());
@@ -698,16 +708,13 @@ impl Bus {
         }
         // A copy of the message being routed is the sender's; anything else (the driver's
         // messages) and copies for monitors are the bus's own.
-        let sender = match self.dispatching {
-            Some((from, addr))
-                if addr == msg.data().bytes().as_ptr() as usize
-                    && !matches!(peer.phase, Phase::Monitor) =>
-            {
-                self.peers.get(&from).map(|p| (from, p.quota_user()))
-            }
-            _ => None,
-        };
-        let (sender, actor) = sender.unwrap_or((0, crate::quota::BUS_ACTOR));
+        let dispatching = self.dispatching.as_mut().filter(|d| {
+            d.bytes_at == msg.data().bytes().as_ptr() as usize
+                && !matches!(peer.phase, Phase::Monitor)
+        });
+        let (sender, actor) = dispatching
+            .as_ref()
+            .map_or((0, crate::quota::BUS_ACTOR), |d| (d.from, d.user));
         let budget = crate::quota::Budget {
             bytes: limits.max_queued_bytes_per_user as usize,
             fds: limits.max_queued_unix_fds_per_user as usize,
@@ -720,12 +727,9 @@ impl Bus {
                 exceeded,
             });
         }
-        if sender != 0
-            && let Some(from) = self.peers.get_mut(&sender)
-        {
-            from.in_flight.add(bytes, fds);
+        if let Some(d) = dispatching {
+            d.queued.add(bytes, fds);
         }
-        let peer = self.peers.get_mut(&to).expect("checked above");
         if peer.out.is_empty() {
             self.dirty.push(to);
         }
@@ -773,18 +777,28 @@ impl Bus {
 
     /// Messages charged to `receiver` were written or dropped: give their senders and users
     /// back what they held, and read again from senders that were waiting for that.
+    ///
+    /// Runs between dispatches only (flushes do), so no sender has charges pending in
+    /// `dispatching`.
     fn release_charges(&mut self, receiver: u32, released: &[crate::quota::Charge]) {
+        debug_assert!(self.dispatching.is_none());
         let limits = &self.config.limits;
-        for charge in released {
-            self.quotas.release(receiver, charge);
-            if charge.sender == 0 {
+        // Consecutive charges of one sender (the common case: a burst from one client) are
+        // given back together, with one lookup each.
+        for run in released.chunk_by(|a, b| a.sender == b.sender && a.actor == b.actor) {
+            let mut total = crate::quota::Usage::default();
+            for charge in run {
+                total.add(charge.bytes as usize, charge.fds as usize);
+            }
+            let (sender, actor) = (run[0].sender, run[0].actor);
+            self.quotas.release(receiver, actor, &total);
+            if sender == 0 {
                 continue;
             }
-            let Some(from) = self.peers.get_mut(&charge.sender) else {
+            let Some(from) = self.peers.get_mut(&sender) else {
                 continue;
             };
-            from.in_flight
-                .sub(charge.bytes as usize, charge.fds as usize);
+            from.in_flight.sub_usage(&total);
             if from.throttled
                 && (from.in_flight.bytes as u64) < limits.max_incoming_bytes
                 && (from.in_flight.fds as u64) < limits.max_incoming_unix_fds
@@ -792,7 +806,7 @@ impl Bus {
                 from.throttled = false;
                 // It stopped with input left; its turn comes back.
                 if from.readable {
-                    self.ready.push_back(charge.sender);
+                    self.ready.push_back(sender);
                 }
             }
         }
@@ -856,6 +870,16 @@ impl Bus {
             }
         }
     }
+}
+
+/// The message being routed, whose queued copies are charged to its sender.
+struct Dispatching {
+    from: ConnId,
+    user: u32,
+    /// Where its bytes are: the copies share them.
+    bytes_at: usize,
+    /// What of it was queued so far, added to the sender's `in_flight` once routed.
+    queued: crate::quota::Usage,
 }
 
 /// Why a message could not be queued.

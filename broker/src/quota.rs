@@ -57,10 +57,16 @@ impl Usage {
         self.messages += 1;
     }
 
-    pub fn sub(&mut self, bytes: usize, fds: usize) {
-        self.bytes = self.bytes.saturating_sub(bytes);
-        self.fds = self.fds.saturating_sub(fds);
-        self.messages = self.messages.saturating_sub(1);
+    pub fn add_usage(&mut self, other: &Usage) {
+        self.bytes += other.bytes;
+        self.fds += other.fds;
+        self.messages += other.messages;
+    }
+
+    pub fn sub_usage(&mut self, other: &Usage) {
+        self.bytes = self.bytes.saturating_sub(other.bytes);
+        self.fds = self.fds.saturating_sub(other.fds);
+        self.messages = self.messages.saturating_sub(other.messages);
     }
 
     fn is_empty(&self) -> bool {
@@ -174,25 +180,24 @@ impl UserQuotas {
         Ok(())
     }
 
-    /// A charged message was written or dropped.
-    pub fn release(&mut self, receiver: u32, charge: &Charge) {
-        let (bytes, fds) = (charge.bytes as usize, charge.fds as usize);
+    /// Messages `actor` had charged to `receiver` were written or dropped.
+    pub fn release(&mut self, receiver: u32, actor: u32, usage: &Usage) {
         if let Some(account) = self.accounts.get_mut(&receiver) {
-            account.received.sub(bytes, fds);
-            if let Some(held) = account.by_actor.get_mut(&charge.actor) {
-                held.sub(bytes, fds);
+            account.received.sub_usage(usage);
+            if let Some(held) = account.by_actor.get_mut(&actor) {
+                held.sub_usage(usage);
                 if held.is_empty() {
-                    account.by_actor.remove(&charge.actor);
+                    account.by_actor.remove(&actor);
                 }
             }
             if account.is_empty() {
                 self.accounts.remove(&receiver);
             }
         }
-        if let Some(account) = self.accounts.get_mut(&charge.actor) {
-            account.sent.sub(bytes, fds);
+        if let Some(account) = self.accounts.get_mut(&actor) {
+            account.sent.sub_usage(usage);
             if account.is_empty() {
-                self.accounts.remove(&charge.actor);
+                self.accounts.remove(&actor);
             }
         }
     }
@@ -229,15 +234,6 @@ mod tests {
         bytes: 1000,
         fds: 10,
     };
-
-    fn charge(actor: u32, bytes: u32) -> Charge {
-        Charge {
-            sender: 1,
-            actor,
-            bytes,
-            fds: 0,
-        }
-    }
 
     #[test]
     fn one_actor_gets_half_the_budget() {
@@ -281,12 +277,13 @@ mod tests {
         assert_eq!(figures[&100].sent.bytes, 30);
         q.release(
             7,
-            &Charge {
+            100,
+            &Usage {
+                bytes: 30,
                 fds: 1,
-                ..charge(100, 10)
+                messages: 2,
             },
         );
-        q.release(7, &charge(100, 20));
         assert_eq!(q.figures().count(), 0);
     }
 
