@@ -77,6 +77,11 @@ pub struct Peer {
     pub stats: PeerStats,
     /// The policy rules that apply to this connection (set once it authenticated).
     pub policy: Option<telbus_policy::PeerPolicy>,
+    /// Its messages still waiting in other connections' queues, for max_incoming_bytes and
+    /// max_incoming_unix_fds (as in dbus-daemon, a message counts until it is written).
+    pub in_flight: crate::quota::Usage,
+    /// Not read from until `in_flight` drains below the incoming limits.
+    pub throttled: bool,
 }
 
 impl Peer {
@@ -86,6 +91,11 @@ impl Peer {
 
     pub fn is_active(&self) -> bool {
         matches!(self.phase, Phase::Active)
+    }
+
+    /// The user its queued messages are accounted to.
+    pub fn quota_user(&self) -> u32 {
+        self.creds.uid.unwrap_or(crate::quota::ANONYMOUS)
     }
 
     /// `uid=… pid=…` for logs.
@@ -139,6 +149,13 @@ pub struct Bus {
     pub address: String,
     pub peaks: crate::stats::Peaks,
     pub stats_serial: u32,
+    /// What waits in the bus, per user.
+    pub quotas: crate::quota::UserQuotas,
+    /// The listeners are not watched: max_incomplete_connections is reached.
+    accept_paused: bool,
+    /// The connection whose message is being routed, and that message's bytes (by address):
+    /// the copies of it that are queued are charged to that connection's user.
+    dispatching: Option<Dispatching>,
 }
 
 impl Bus {
@@ -194,6 +211,9 @@ impl Bus {
             address: String::new(),
             peaks: Default::default(),
             stats_serial: 0,
+            quotas: Default::default(),
+            accept_paused: false,
+            dispatching: None,
         })
     }
 
@@ -280,6 +300,9 @@ impl Bus {
             self.expire_timers();
             self.flush_dirty();
             self.close_doomed();
+            if self.accept_paused {
+                self.pause_or_resume_accepting();
+            }
             if self.reload_requested {
                 self.reload_requested = false;
                 if let Err(e) = self.reload_config(None) {
@@ -325,8 +348,49 @@ impl Bus {
         }
     }
 
+    /// Connections that have not said Hello yet (dbus-daemon's "incomplete" ones).
+    fn incomplete_connections(&self) -> u64 {
+        self.peers
+            .values()
+            .filter(|p| matches!(p.phase, Phase::Auth(_) | Phase::Unregistered))
+            .count() as u64
+    }
+
+    /// As dbus-daemon: while max_incomplete_connections connections have not said Hello, the
+    /// bus accepts no more (new clients wait in the listen backlog), so that half-open
+    /// connections cannot exhaust it; connected clients are not affected.
+    fn pause_or_resume_accepting(&mut self) {
+        let max = self.config.limits.max_incomplete_connections;
+        let full = self.incomplete_connections() >= max;
+        if full == self.accept_paused {
+            return;
+        }
+        self.accept_paused = full;
+        if full {
+            warn!("max_incomplete_connections={max} reached: not accepting new connections");
+        } else {
+            info!("accepting new connections again");
+        }
+        let flags = if full {
+            epoll::EventFlags::empty()
+        } else {
+            epoll::EventFlags::IN
+        };
+        for (i, l) in self.listeners.iter().enumerate() {
+            let data = epoll::EventData::new_u64(TOKEN_LISTENER_BASE + i as u64);
+            if let Err(e) = epoll::modify(&self.epoll, l.as_fd(), data, flags) {
+                warn!("cannot change the watch of a listener: {e}");
+            }
+        }
+    }
+
     fn accept_all(&mut self, index: usize) {
+        let mut incomplete = self.incomplete_connections();
         loop {
+            if self.accept_paused || incomplete >= self.config.limits.max_incomplete_connections {
+                self.pause_or_resume_accepting();
+                return;
+            }
             let accepted = match self.listeners[index].accept() {
                 Ok(Some(a)) => a,
                 Ok(None) => return,
@@ -336,18 +400,6 @@ impl Bus {
                 }
             };
             let limits = &self.config.limits;
-            let incomplete = self
-                .peers
-                .values()
-                .filter(|p| matches!(p.phase, Phase::Auth(_)))
-                .count() as u64;
-            if incomplete >= limits.max_incomplete_connections {
-                warn!(
-                    "refusing a connection: max_incomplete_connections={} reached",
-                    limits.max_incomplete_connections
-                );
-                continue;
-            }
             let id = self.next_id;
             self.next_id += 1;
             if let Err(e) = epoll::add(
@@ -386,8 +438,11 @@ impl Bus {
                 readable: true,
                 stats: PeerStats::default(),
                 policy: None,
+                in_flight: Default::default(),
+                throttled: false,
             };
             debug!("connection {id} accepted ({})", peer.loginfo());
+            incomplete += 1;
             self.peers.insert(id, peer);
             self.ready.push_back(id);
         }
@@ -438,6 +493,18 @@ impl Bus {
                             self.ready.push_back(id);
                             return;
                         }
+                        let limits = &self.config.limits;
+                        if peer.in_flight.bytes as u64 >= limits.max_incoming_bytes
+                            || peer.in_flight.fds as u64 >= limits.max_incoming_unix_fds
+                        {
+                            // Read on once its messages drain (see `release_written`).
+                            debug!(
+                                "{} has {} bytes and {} fds waiting for delivery: not read for now",
+                                peer.unique, peer.in_flight.bytes, peer.in_flight.fds
+                            );
+                            peer.throttled = true;
+                            return;
+                        }
                         handled += 1;
                         let (inbuf, sender) = (&mut peer.inbuf, &peer.unique);
                         let mut fds = std::mem::take(&mut inbuf.fds);
@@ -449,7 +516,22 @@ impl Bus {
                         inbuf.consume(len);
                         peer.stats.messages_in += 1;
                         match stamped {
-                            Ok(msg) => self.dispatch(id, msg),
+                            Ok(msg) => {
+                                self.dispatching = Some(Dispatching {
+                                    from: id,
+                                    user: peer.quota_user(),
+                                    bytes_at: msg.data().bytes().as_ptr() as usize,
+                                    queued: Default::default(),
+                                });
+                                self.dispatch(id, msg);
+                                // What of it was queued counts for the sender until written.
+                                if let Some(done) = self.dispatching.take()
+                                    && done.queued.messages > 0
+                                    && let Some(peer) = self.peers.get_mut(&id)
+                                {
+                                    peer.in_flight.add_usage(&done.queued);
+                                }
+                            }
                             Err(e) => {
                                 self.invalid_message(id, e);
                                 return;
@@ -544,6 +626,9 @@ impl Bus {
         };
         // Last chance for what is queued to it (e.g. the error that explains why).
         let _ = peer.out.flush(peer.fd.as_fd());
+        peer.out.discard();
+        let released = std::mem::take(&mut peer.out.released);
+        self.release_charges(peer.quota_user(), &released);
         let _ = epoll::delete(&self.epoll, &peer.fd);
         let was_active = peer.is_active();
         let loginfo = peer.loginfo();
@@ -608,21 +693,53 @@ impl Bus {
         }
     }
 
-    /// Queue a message for a peer. Fails (and drops the message) if the peer's queue is full.
+    /// Queue a message for a peer. Fails (and drops the message) if the peer's queue is full,
+    /// or if its sender used its share of the receiving user's quota.
     pub fn enqueue(&mut self, to: ConnId, msg: Message) -> Result<(), QueueFull> {
         let limits = &self.config.limits;
         let Some(peer) = self.peers.get_mut(&to) else {
             return Ok(());
         };
-        if peer.out.bytes + msg.data().len() > limits.max_outgoing_bytes as usize
-            || peer.out.fds + msg.data().fds().len() > limits.max_outgoing_unix_fds as usize
+        let (bytes, fds) = (msg.data().len(), msg.data().fds().len());
+        if peer.out.bytes + bytes > limits.max_outgoing_bytes as usize
+            || peer.out.fds + fds > limits.max_outgoing_unix_fds as usize
         {
-            return Err(QueueFull);
+            return Err(QueueFull::Connection);
+        }
+        // A copy of the message being routed is the sender's; anything else (the driver's
+        // messages) and copies for monitors are the bus's own.
+        let dispatching = self.dispatching.as_mut().filter(|d| {
+            d.bytes_at == msg.data().bytes().as_ptr() as usize
+                && !matches!(peer.phase, Phase::Monitor)
+        });
+        let (sender, actor) = dispatching
+            .as_ref()
+            .map_or((0, crate::quota::BUS_ACTOR), |d| (d.from, d.user));
+        let budget = crate::quota::Budget {
+            bytes: limits.max_queued_bytes_per_user as usize,
+            fds: limits.max_queued_unix_fds_per_user as usize,
+        };
+        let receiver = peer.quota_user();
+        if let Err(exceeded) = self.quotas.charge(receiver, actor, bytes, fds, budget) {
+            return Err(QueueFull::User {
+                receiver,
+                actor,
+                exceeded,
+            });
+        }
+        if let Some(d) = dispatching {
+            d.queued.add(bytes, fds);
         }
         if peer.out.is_empty() {
             self.dirty.push(to);
         }
-        peer.out.push(&msg);
+        let charge = crate::quota::Charge {
+            sender,
+            actor,
+            bytes: bytes as u32,
+            fds: fds as u32,
+        };
+        peer.out.push_charged(msg.data().clone(), charge);
         peer.stats.messages_out += 1;
         peer.stats.peak_out_bytes = peer.stats.peak_out_bytes.max(peer.out.bytes);
         peer.stats.peak_out_fds = peer.stats.peak_out_fds.max(peer.out.fds);
@@ -638,10 +755,59 @@ impl Bus {
             if peer.out.is_empty() {
                 continue;
             }
-            if let Err(e) = peer.out.flush(peer.fd.as_fd())
+            let result = peer.out.flush(peer.fd.as_fd());
+            if !peer.out.released.is_empty() {
+                let released = std::mem::take(&mut peer.out.released);
+                let receiver = peer.quota_user();
+                self.release_charges(receiver, &released);
+                if let Some(peer) = self.peers.get_mut(&id) {
+                    // Keep the allocation for the next flush.
+                    let mut released = released;
+                    released.clear();
+                    peer.out.released = released;
+                }
+            }
+            if let Err(e) = result
                 && !self.doomed.iter().any(|(d, _)| *d == id)
             {
                 self.doom(id, format!("write error: {e}"));
+            }
+        }
+    }
+
+    /// Messages charged to `receiver` were written or dropped: give their senders and users
+    /// back what they held, and read again from senders that were waiting for that.
+    ///
+    /// Runs between dispatches only (flushes do), so no sender has charges pending in
+    /// `dispatching`.
+    fn release_charges(&mut self, receiver: u32, released: &[crate::quota::Charge]) {
+        debug_assert!(self.dispatching.is_none());
+        let limits = &self.config.limits;
+        // Consecutive charges of one sender (the common case: a burst from one client) are
+        // given back together, with one lookup each.
+        for run in released.chunk_by(|a, b| a.sender == b.sender && a.actor == b.actor) {
+            let mut total = crate::quota::Usage::default();
+            for charge in run {
+                total.add(charge.bytes as usize, charge.fds as usize);
+            }
+            let (sender, actor) = (run[0].sender, run[0].actor);
+            self.quotas.release(receiver, actor, &total);
+            if sender == 0 {
+                continue;
+            }
+            let Some(from) = self.peers.get_mut(&sender) else {
+                continue;
+            };
+            from.in_flight.sub_usage(&total);
+            if from.throttled
+                && (from.in_flight.bytes as u64) < limits.max_incoming_bytes
+                && (from.in_flight.fds as u64) < limits.max_incoming_unix_fds
+            {
+                from.throttled = false;
+                // It stopped with input left; its turn comes back.
+                if from.readable {
+                    self.ready.push_back(sender);
+                }
             }
         }
     }
@@ -706,9 +872,48 @@ impl Bus {
     }
 }
 
-/// A peer's outgoing queue is over its limit.
+/// The message being routed, whose queued copies are charged to its sender.
+struct Dispatching {
+    from: ConnId,
+    user: u32,
+    /// Where its bytes are: the copies share them.
+    bytes_at: usize,
+    /// What of it was queued so far, added to the sender's `in_flight` once routed.
+    queued: crate::quota::Usage,
+}
+
+/// Why a message could not be queued.
 #[derive(Debug)]
-pub struct QueueFull;
+pub enum QueueFull {
+    /// The receiving connection's queue is over max_outgoing_bytes or max_outgoing_unix_fds.
+    Connection,
+    /// The sending user has its share of the receiving user's quota queued already.
+    User {
+        receiver: u32,
+        actor: u32,
+        exceeded: crate::quota::Exceeded,
+    },
+}
+
+impl QueueFull {
+    /// The limit that refused the message, for the sender's error and the log.
+    pub fn limit(&self) -> String {
+        match self {
+            QueueFull::Connection => "max_outgoing_bytes or max_outgoing_unix_fds".into(),
+            QueueFull::User {
+                receiver,
+                actor,
+                exceeded,
+            } => {
+                let what = match exceeded {
+                    crate::quota::Exceeded::Bytes => "max_queued_bytes_per_user",
+                    crate::quota::Exceeded::Fds => "max_queued_unix_fds_per_user",
+                };
+                format!("uid {actor}'s share of uid {receiver}'s {what}")
+            }
+        }
+    }
+}
 
 impl OutQueue {
     /// Queue bytes that are not a message (SASL replies).

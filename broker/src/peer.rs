@@ -16,8 +16,9 @@ use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
     SendAncillaryMessage, SendFlags, recvmsg, sendmsg,
 };
-use zbus::Message;
 use zbus::wire::serialized::Data;
+
+use crate::quota::Charge;
 
 /// Bytes to write: a message, or a SASL reply (no descriptors).
 pub type Outgoing = Data<'static, 'static>;
@@ -48,17 +49,38 @@ pub struct OutQueue {
     pub bytes: usize,
     /// File descriptors in the queue not written yet, for max_outgoing_unix_fds.
     pub fds: usize,
+    /// What each queued message is charged for, front first (see `quota`).
+    charges: VecDeque<Charge>,
+    /// Charges of messages written (or dropped) since the bus last took them back.
+    pub released: Vec<Charge>,
 }
 
 impl OutQueue {
-    pub fn push(&mut self, msg: &Message) {
+    #[cfg(test)]
+    pub fn push(&mut self, msg: &zbus::Message) {
         self.push_data(msg.data().clone());
     }
 
     pub fn push_data(&mut self, data: Outgoing) {
+        self.push_charged(data, Charge::NONE);
+    }
+
+    /// Queue a message with what it is charged for, given back in `released` once written.
+    pub fn push_charged(&mut self, data: Outgoing, charge: Charge) {
         self.bytes += data.bytes().len();
         self.fds += data.fds().len();
         self.messages.push_back(data);
+        self.charges.push_back(charge);
+    }
+
+    /// Drop everything still queued (the peer is gone), releasing its charges.
+    pub fn discard(&mut self) {
+        self.messages.clear();
+        self.written = 0;
+        self.bytes = 0;
+        self.fds = 0;
+        self.released
+            .extend(self.charges.drain(..).filter(|c| c.bytes > 0));
     }
 
     pub fn is_empty(&self) -> bool {
@@ -126,6 +148,11 @@ impl OutQueue {
                 sent -= front_len;
                 let msg = self.messages.pop_front().expect("front exists");
                 self.fds -= msg.fds().len();
+                if let Some(charge) = self.charges.pop_front()
+                    && charge.bytes > 0
+                {
+                    self.released.push(charge);
+                }
                 self.written = 0;
             } else {
                 self.written += sent;
@@ -266,6 +293,7 @@ mod tests {
     use super::*;
     use std::io::Read;
     use std::os::unix::net::UnixStream;
+    use zbus::Message;
 
     fn signal(n: u32) -> Message {
         Message::signal("/a", "a.b", "C").build(&(n,)).unwrap()

@@ -7,7 +7,7 @@ use zbus::Message;
 use zbus::message::Type;
 
 use crate::ConnId;
-use crate::bus::{Bus, DRIVER, Phase, QueueFull, unique_name};
+use crate::bus::{Bus, DRIVER, Phase, unique_name};
 use crate::driver::{LIMITS_EXCEEDED, NAME_HAS_NO_OWNER, SERVICE_UNKNOWN};
 use crate::replies::CallKey;
 use crate::wire::Route;
@@ -163,22 +163,26 @@ impl Bus {
                     self.replies.expect(key, to, deadline);
                 }
             }
-            Err(QueueFull) => {
+            Err(full) => {
+                let limit = full.limit();
                 warn!(
-                    "{} has {} bytes queued and does not read: a message from {} was refused",
+                    "{} has {} bytes queued and does not read: a message from {} was refused ({limit})",
                     unique_name(to),
                     self.peers.get(&to).map_or(0, |p| p.out.bytes),
                     unique_name(from)
                 );
-                self.send_error(
-                    from,
-                    &header,
-                    LIMITS_EXCEEDED,
-                    &format!(
-                        "The destination {} has too many messages queued (max_outgoing_bytes)",
-                        unique_name(to)
-                    ),
-                );
+                // A signal is dropped; the sender of anything else learns why.
+                if route.msg_type != Type::Signal {
+                    self.send_error(
+                        from,
+                        &header,
+                        LIMITS_EXCEEDED,
+                        &format!(
+                            "The destination {} has too many messages queued ({limit})",
+                            unique_name(to)
+                        ),
+                    );
+                }
             }
         }
         // Eavesdroppers with an explicit rule get a copy too.

@@ -82,7 +82,53 @@ impl Bus {
                 "PeakBusNamesPerConnection",
                 u(self.peaks.bus_names_per_connection),
             ),
+            ("Users", Value::from(self.user_stats())),
         ])
+    }
+
+    /// `Users` (telbus's own key): for each uid with a connection or something queued, what
+    /// waits for delivery to its connections (`QueuedBytes`, `QueuedFDs`, `QueuedMessages`),
+    /// what it sent that waits (`SentBytes`, `SentFDs`, `SentMessages`), how many users hold
+    /// part of its quota (`Senders`) and its `Connections`.
+    fn user_stats(&self) -> HashMap<u32, HashMap<&'static str, u32>> {
+        let u = |n: usize| n.min(u32::MAX as usize) as u32;
+        let mut users: HashMap<u32, HashMap<&'static str, u32>> = HashMap::new();
+        for peer in self.peers.values() {
+            *users
+                .entry(peer.quota_user())
+                .or_default()
+                .entry("Connections")
+                .or_default() += 1;
+        }
+        for (uid, f) in self.quotas.figures() {
+            if uid == crate::quota::BUS_ACTOR {
+                continue;
+            }
+            users.entry(uid).or_default().extend([
+                ("QueuedBytes", u(f.queued.bytes)),
+                ("QueuedFDs", u(f.queued.fds)),
+                ("QueuedMessages", u(f.queued.messages)),
+                ("SentBytes", u(f.sent.bytes)),
+                ("SentFDs", u(f.sent.fds)),
+                ("SentMessages", u(f.sent.messages)),
+                ("Senders", u(f.actors)),
+            ]);
+        }
+        for figures in users.values_mut() {
+            for key in [
+                "Connections",
+                "QueuedBytes",
+                "QueuedFDs",
+                "QueuedMessages",
+                "SentBytes",
+                "SentFDs",
+                "SentMessages",
+                "Senders",
+            ] {
+                figures.entry(key).or_insert(0);
+            }
+        }
+        users
     }
 
     pub fn get_connection_stats(
@@ -107,11 +153,14 @@ impl Bus {
             ("PeakMatchRules", u(peer.stats.peak_match_rules)),
             ("BusNames", u(names)),
             ("PeakBusNames", u(peer.stats.peak_names)),
-            // What waits in the bus for the connection; incoming messages are handled as
-            // they arrive, so none wait on the way in.
-            ("IncomingMessages", u(0)),
-            ("IncomingBytes", u(peer.inbuf.pending().len())),
-            ("IncomingFDs", u(peer.inbuf.fds.len())),
+            // As in dbus-daemon, a message the connection sent counts as incoming until it has
+            // been written to its recipients (max_incoming_bytes holds the sender back).
+            ("IncomingMessages", u(peer.in_flight.messages)),
+            (
+                "IncomingBytes",
+                u(peer.inbuf.pending().len() + peer.in_flight.bytes),
+            ),
+            ("IncomingFDs", u(peer.inbuf.fds.len() + peer.in_flight.fds)),
             ("PeakIncomingBytes", u(peer.inbuf.capacity())),
             ("PeakIncomingFDs", u(peer.inbuf.fds.len())),
             ("OutgoingMessages", u(peer.out.len())),

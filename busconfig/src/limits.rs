@@ -27,6 +27,11 @@ pub struct Limits {
     pub max_replies_per_connection: u64,
     /// None: a method call may wait for its reply forever (the default, and what 0 means).
     pub reply_timeout: Option<Duration>,
+    /// telbus's per-user quota (not dbus-daemon's): the bytes that may wait in the bus for
+    /// delivery to one user's connections, shared fairly between the users that send them.
+    pub max_queued_bytes_per_user: u64,
+    /// The same for file descriptors.
+    pub max_queued_unix_fds_per_user: u64,
     /// The app-container limits (org.freedesktop.DBus.Containers1): accepted and kept.
     pub max_containers: u64,
     pub max_containers_per_user: u64,
@@ -61,6 +66,8 @@ impl Default for Limits {
             max_match_rules_per_connection: 512,
             max_replies_per_connection: 128,
             reply_timeout: None,
+            max_queued_bytes_per_user: 512 * MEGABYTE,
+            max_queued_unix_fds_per_user: 4096,
             max_containers: 512,
             max_containers_per_user: 16,
             max_container_metadata_bytes: 4096,
@@ -81,7 +88,7 @@ enum Slot<'a> {
 
 impl Limits {
     /// The names `<limit name>` accepts.
-    pub const NAMES: [&'static str; 21] = [
+    pub const NAMES: [&'static str; 23] = [
         "max_incoming_bytes",
         "max_incoming_unix_fds",
         "max_outgoing_bytes",
@@ -99,6 +106,8 @@ impl Limits {
         "max_names_per_connection",
         "max_match_rules_per_connection",
         "max_replies_per_connection",
+        "max_queued_bytes_per_user",
+        "max_queued_unix_fds_per_user",
         "max_containers",
         "max_containers_per_user",
         "max_container_metadata_bytes",
@@ -131,6 +140,8 @@ impl Limits {
             "max_names_per_connection" => Slot::Int(&mut self.max_names_per_connection),
             "max_match_rules_per_connection" => Slot::Int(&mut self.max_match_rules_per_connection),
             "max_replies_per_connection" => Slot::Int(&mut self.max_replies_per_connection),
+            "max_queued_bytes_per_user" => Slot::Wide(&mut self.max_queued_bytes_per_user),
+            "max_queued_unix_fds_per_user" => Slot::Wide(&mut self.max_queued_unix_fds_per_user),
             "max_containers" => Slot::Int(&mut self.max_containers),
             "max_containers_per_user" => Slot::Int(&mut self.max_containers_per_user),
             "max_container_metadata_bytes" => Slot::Int(&mut self.max_container_metadata_bytes),

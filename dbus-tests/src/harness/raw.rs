@@ -168,3 +168,81 @@ fn read_line(stream: &mut UnixStream) -> String {
     }
     String::from_utf8_lossy(&line).trim_end().to_string()
 }
+
+impl RawClient {
+    /// Connects, authenticates and says Hello as user `uid` (the test must run as root, and the
+    /// bus must let that user in, e.g. `<allow user="*"/>`). Only a helper thread takes the
+    /// user's identity, with the raw `setresuid` system call (glibc's wrapper would change every
+    /// thread): the kernel records the credentials of the thread that connects.
+    pub fn connect_as(bus: &TestBus, uid: u32) -> RawClient {
+        let path = socket_path(bus);
+        std::thread::spawn(move || {
+            // Keep root as the saved uid, so that the file-system uid can stay root: the
+            // socket is in a directory only root may enter.
+            let switched = unsafe {
+                libc::syscall(
+                    libc::SYS_setresuid,
+                    uid as libc::c_long,
+                    uid as libc::c_long,
+                    0 as libc::c_long,
+                )
+            };
+            assert_eq!(
+                switched, 0,
+                "setresuid to {uid} (the tests must run as root)"
+            );
+            unsafe { libc::syscall(libc::SYS_setfsuid, 0 as libc::c_long) };
+            let mut client = Self::authenticate(&path);
+            client.hello();
+            client
+        })
+        .join()
+        .expect("connecting as another user")
+    }
+
+    /// Authenticates on a stream that is already connected (EXTERNAL, with unix fd passing),
+    /// without saying Hello: for a connection made before the bus accepts it.
+    pub fn authenticate_on(mut stream: UnixStream) -> RawClient {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let uid = rustix::process::geteuid().as_raw().to_string();
+        let hex: String = uid.bytes().map(|b| format!("{b:02x}")).collect();
+        let auth = format!("\0AUTH EXTERNAL {hex}\r\n");
+        stream.write_all(auth.as_bytes()).unwrap();
+        let line = read_line(&mut stream);
+        assert!(line.starts_with("OK "), "AUTH answered: {line}");
+        stream.write_all(b"NEGOTIATE_UNIX_FD\r\n").unwrap();
+        let line = read_line(&mut stream);
+        assert!(line.starts_with("AGREE_UNIX_FD"), "answered: {line}");
+        stream.write_all(b"BEGIN\r\n").unwrap();
+        RawClient {
+            stream,
+            serial: 0,
+            unique_name: String::new(),
+        }
+    }
+
+    /// Connects to a socket path and writes the start of an authentication, without finishing
+    /// it: a connection the bus counts as incomplete.
+    pub fn half_open(path: &str) -> UnixStream {
+        let mut stream = UnixStream::connect(Path::new(path)).expect("connect");
+        stream.write_all(b"\0").expect("write the credentials byte");
+        stream
+    }
+
+    /// Reads messages until `stop` says one is the last wanted, returning them all.
+    pub fn read_until(&mut self, mut stop: impl FnMut(&Message) -> bool) -> Vec<Message> {
+        let mut got = Vec::new();
+        loop {
+            let msg = self
+                .read_message()
+                .expect("the bus sends the expected messages");
+            let last = stop(&msg);
+            got.push(msg);
+            if last {
+                return got;
+            }
+        }
+    }
+}

@@ -1,0 +1,397 @@
+//! Quotas and throttling: what one client (or one user) may leave waiting in the bus, and how
+//! the bus holds back whoever goes over it, while an innocent client keeps working with its
+//! messages intact.
+//!
+//! The clients of other users are made by switching a helper thread's credentials around its
+//! `connect()` (the tests run as root). A receiver that "does not read" still has its kernel
+//! socket buffer filled by the bus first; the floods below are sized well past that.
+
+use std::collections::HashMap;
+use std::os::unix::net::UnixStream;
+
+use telbus_dbus_tests::{RawClient, TestBus, driver_call, socket_path};
+use zbus::Message;
+use zbus::OwnedVariant as OwnedValue;
+use zbus::message::Type;
+
+const LIMITS_EXCEEDED: &str = "org.freedesktop.DBus.Error.LimitsExceeded";
+/// Users of other uids: they must exist (the bus, like dbus-daemon, refuses unknown uids).
+const GREEDY_UID: u32 = 1; // daemon
+const INNOCENT_UID: u32 = 2; // bin
+const PATH: &str = "/org/telbus/Quota";
+const INTERFACE: &str = "org.telbus.Quota";
+
+/// A test bus that lets every user in, with `extra` configuration.
+fn bus_for_everyone(extra: &str) -> TestBus {
+    TestBus::with_config(&format!(
+        r#"<policy context="default"><allow user="*"/></policy>
+{extra}"#
+    ))
+}
+
+/// `len` bytes that say which message they belong to.
+fn payload(n: u32, len: usize) -> Vec<u8> {
+    (0..len).map(|i| (n as usize * 31 + i) as u8).collect()
+}
+
+/// A numbered method call to `to` carrying `len` bytes.
+fn send_call(client: &mut RawClient, to: &str, n: u32, len: usize) -> u32 {
+    let call = Message::method_call(PATH, "Take")
+        .destination(to.to_string())
+        .interface(INTERFACE);
+    client.send(call, &(n, payload(n, len)))
+}
+
+/// A numbered signal to `to` carrying `len` bytes.
+fn send_signal(client: &mut RawClient, to: &str, n: u32, len: usize) -> u32 {
+    let signal = Message::signal(PATH, INTERFACE, "Wave").destination(to.to_string());
+    client.send(signal, &(n, payload(n, len)))
+}
+
+/// The number a test message carries, after checking its payload is intact.
+fn number_of(msg: &Message) -> u32 {
+    let (n, bytes): (u32, Vec<u8>) = msg.body().deserialize().expect("a test message");
+    assert_eq!(
+        bytes,
+        payload(n, bytes.len()),
+        "message {n} arrived damaged"
+    );
+    n
+}
+
+fn is_reply_to(msg: &Message, serial: u32) -> bool {
+    let header = msg.header();
+    matches!(header.message_type(), Type::MethodReturn | Type::Error)
+        && header.reply_serial().map(|s| s.get()) == Some(serial)
+}
+
+fn error_name(msg: &Message) -> Option<String> {
+    let header = msg.header();
+    (header.message_type() == Type::Error)
+        .then(|| header.error_name().map(|n| n.to_string()))
+        .flatten()
+}
+
+/// Asks the bus something, so that everything sent before was handled; returns what arrived
+/// meanwhile (the errors for earlier messages come before the answer).
+fn sync(client: &mut RawClient) -> Vec<Message> {
+    let serial = client.send(driver_call("GetId"), &());
+    client.read_until(|m| is_reply_to(m, serial))
+}
+
+/// The test messages `from` sent that arrived, in the order they arrived.
+fn numbers_from(messages: &[Message], from: &str, member: &str) -> Vec<u32> {
+    messages
+        .iter()
+        .filter(|m| {
+            let header = m.header();
+            header.sender().map(|s| s.as_str()) == Some(from)
+                && header.member().map(|m| m.as_str()) == Some(member)
+        })
+        .map(number_of)
+        .collect()
+}
+
+/// A Debug.Stats call.
+fn stats(
+    client: &mut RawClient,
+    member: &'static str,
+    arg: Option<&str>,
+) -> HashMap<String, OwnedValue> {
+    let call = Message::method_call("/org/freedesktop/DBus", member)
+        .destination("org.freedesktop.DBus")
+        .interface("org.freedesktop.DBus.Debug.Stats");
+    let serial = match arg {
+        Some(name) => client.send(call, &(name,)),
+        None => client.send(call, &()),
+    };
+    let reply = client.read_reply_to(serial);
+    assert_eq!(error_name(&reply), None, "{member} failed");
+    reply.body().deserialize().expect("a{sv}")
+}
+
+fn stat_u32(stats: &HashMap<String, OwnedValue>, key: &str) -> u32 {
+    let value = stats
+        .get(key)
+        .unwrap_or_else(|| panic!("no {key} in {stats:?}"));
+    u32::try_from(value).unwrap_or_else(|_| panic!("{key} is not a u32"))
+}
+
+/// `Users` of GetStats: uid → figure → value.
+fn user_stats(stats: &HashMap<String, OwnedValue>) -> HashMap<u32, HashMap<String, u32>> {
+    let value = stats.get("Users").expect("a Users key in GetStats");
+    HashMap::<u32, HashMap<String, u32>>::try_from(value.try_clone().unwrap())
+        .expect("Users is a{ua{su}}")
+}
+
+#[test]
+fn a_user_over_its_share_of_a_receivers_quota_is_refused_and_other_users_are_not() {
+    // 1 MiB for everything waiting for root's connections: one sending user may hold half.
+    let bus = bus_for_everyone(
+        r#"<limit name="max_queued_bytes_per_user">1048576</limit>
+<limit name="max_queued_unix_fds_per_user">64</limit>"#,
+    );
+    let mut receiver = RawClient::connect(&bus);
+    let to = receiver.unique_name.clone();
+    let mut greedy = RawClient::connect_as(&bus, GREEDY_UID);
+    let mut innocent = RawClient::connect_as(&bus, INNOCENT_UID);
+
+    // 40 calls of 64 KiB: far more than the receiver's socket and greedy's share take.
+    let serials: Vec<u32> = (0..40)
+        .map(|n| send_call(&mut greedy, &to, n, 64 * 1024))
+        .collect();
+    // A signal over the share is dropped without an error.
+    send_signal(&mut greedy, &to, 500, 64 * 1024);
+    let answers = sync(&mut greedy);
+    let refused: Vec<u32> = answers
+        .iter()
+        .filter(|m| error_name(m).as_deref() == Some(LIMITS_EXCEEDED))
+        .map(|m| m.header().reply_serial().unwrap().get())
+        .collect();
+    assert!(
+        answers.iter().filter(|m| error_name(m).is_some()).count() == refused.len(),
+        "only LimitsExceeded errors: {answers:?}"
+    );
+    let accepted = serials.len() - refused.len();
+    assert!(
+        accepted > 0 && !refused.is_empty(),
+        "some calls queued, the rest refused ({accepted} accepted)"
+    );
+    assert_eq!(
+        refused,
+        serials[accepted..],
+        "refused from the first over the share on"
+    );
+    eprintln!(
+        "greedy user: {accepted} calls of 64 KiB queued, {} refused",
+        refused.len()
+    );
+
+    // Another user still gets its messages to the same receiver.
+    for n in 0..4 {
+        send_call(&mut innocent, &to, n, 16 * 1024);
+    }
+    let answers = sync(&mut innocent);
+    assert!(
+        answers.iter().all(|m| error_name(m).is_none()),
+        "the innocent user was refused: {answers:?}"
+    );
+    // The last message: the receiver reads up to it.
+    send_call(&mut innocent, &to, 999, 16);
+
+    let got = receiver.read_until(|m| {
+        m.header().member().map(|m| m.as_str()) == Some("Take") && number_of(m) == 999
+    });
+    let expected: Vec<u32> = (0..accepted as u32).collect();
+    assert_eq!(numbers_from(&got, &greedy.unique_name, "Take"), expected);
+    assert_eq!(
+        numbers_from(&got, &innocent.unique_name, "Take"),
+        [0, 1, 2, 3, 999]
+    );
+    assert!(
+        numbers_from(&got, &greedy.unique_name, "Wave").is_empty(),
+        "the signal over the share was dropped"
+    );
+
+    // Once delivered, the quota is free again.
+    send_call(&mut greedy, &to, 1000, 64 * 1024);
+    let answers = sync(&mut greedy);
+    assert!(
+        answers.iter().all(|m| error_name(m).is_none()),
+        "{answers:?}"
+    );
+    let got = receiver.read_until(|m| m.header().member().map(|m| m.as_str()) == Some("Take"));
+    assert_eq!(numbers_from(&got, &greedy.unique_name, "Take"), [1000]);
+    bus.assert_alive();
+}
+
+#[test]
+fn a_sender_over_max_incoming_bytes_is_not_read_until_its_messages_drain() {
+    const LIMIT: u32 = 64 * 1024;
+    const COUNT: u32 = 64;
+    let bus = bus_for_everyone(&format!(
+        r#"<limit name="max_incoming_bytes">{LIMIT}</limit>"#
+    ));
+    let mut receiver = RawClient::connect(&bus);
+    let to = receiver.unique_name.clone();
+    let mut observer = RawClient::connect(&bus);
+    let mut innocent = RawClient::connect(&bus);
+    let sender = RawClient::connect(&bus);
+    let sender_name = sender.unique_name.clone();
+
+    // 1 MiB of signals: the sender blocks in write() once the bus stops reading it.
+    let flood = std::thread::spawn(move || {
+        let mut sender = sender;
+        for n in 0..COUNT {
+            send_signal(&mut sender, &to, n, 16 * 1024);
+        }
+        sync(&mut sender)
+    });
+
+    // Wait (by asking) until the bus holds as much of the sender's as it may.
+    let mut held = HashMap::new();
+    for _ in 0..100_000 {
+        held = stats(
+            &mut observer,
+            "GetConnectionStats",
+            Some(&receiver.unique_name),
+        );
+        if stat_u32(&held, "OutgoingBytes") >= LIMIT {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    let queued = stat_u32(&held, "OutgoingMessages");
+    assert!(
+        stat_u32(&held, "OutgoingBytes") >= LIMIT,
+        "the flood never filled the queue"
+    );
+    assert!(
+        queued < COUNT && stat_u32(&held, "OutgoingBytes") < LIMIT + 17 * 1024,
+        "the bus held {queued} messages of the sender"
+    );
+    let sender_stats = stats(&mut observer, "GetConnectionStats", Some(&sender_name));
+    assert_eq!(stat_u32(&sender_stats, "IncomingMessages"), queued);
+
+    // The innocent client is served meanwhile, and the sender stays held back.
+    for n in 0..10 {
+        send_call(&mut innocent, &observer.unique_name, n, 1024);
+    }
+    let answers = sync(&mut innocent);
+    assert!(
+        answers.iter().all(|m| error_name(m).is_none()),
+        "{answers:?}"
+    );
+    let got = observer.read_until(|m| {
+        m.header().member().map(|m| m.as_str()) == Some("Take") && number_of(m) == 9
+    });
+    assert_eq!(
+        numbers_from(&got, &innocent.unique_name, "Take"),
+        (0..10).collect::<Vec<_>>()
+    );
+    let still = stats(
+        &mut observer,
+        "GetConnectionStats",
+        Some(&receiver.unique_name),
+    );
+    assert_eq!(
+        stat_u32(&still, "OutgoingMessages"),
+        queued,
+        "the sender was read on"
+    );
+
+    // The receiver reads: everything arrives, in order, and the sender is answered.
+    let got = receiver.read_until(|m| {
+        m.header().member().map(|m| m.as_str()) == Some("Wave") && number_of(m) == COUNT - 1
+    });
+    assert_eq!(
+        numbers_from(&got, &sender_name, "Wave"),
+        (0..COUNT).collect::<Vec<_>>()
+    );
+    let answers = flood
+        .join()
+        .expect("the sender is answered once it drained");
+    assert!(
+        answers.iter().all(|m| error_name(m).is_none()),
+        "{answers:?}"
+    );
+    bus.assert_alive();
+}
+
+#[test]
+fn max_incomplete_connections_stops_accepting_until_one_completes() {
+    let bus = bus_for_everyone(r#"<limit name="max_incomplete_connections">4</limit>"#);
+    let mut innocent = RawClient::connect(&bus);
+    let path = socket_path(&bus);
+    let mut half_open: Vec<UnixStream> = (0..4).map(|_| RawClient::half_open(&path)).collect();
+    let mut incomplete = 0;
+    for _ in 0..100_000 {
+        incomplete = stat_u32(
+            &stats(&mut innocent, "GetStats", None),
+            "IncompleteConnections",
+        );
+        if incomplete == 4 {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    assert_eq!(incomplete, 4);
+
+    // A fifth connection waits in the listen backlog: it is not even accepted.
+    let waiting = UnixStream::connect(&path).expect("the kernel takes the connection");
+    let stats_now = stats(&mut innocent, "GetStats", None);
+    assert_eq!(stat_u32(&stats_now, "IncompleteConnections"), 4);
+    // The authenticated client is served as usual.
+    for _ in 0..5 {
+        assert!(sync(&mut innocent).iter().all(|m| error_name(m).is_none()));
+    }
+
+    // One half-open connection goes: the waiting one is accepted and completes.
+    drop(half_open.remove(0));
+    let mut late = RawClient::authenticate_on(waiting);
+    late.hello();
+    assert!(late.unique_name.starts_with(':'));
+    assert!(sync(&mut late).iter().all(|m| error_name(m).is_none()));
+    assert!(sync(&mut innocent).iter().all(|m| error_name(m).is_none()));
+    drop(half_open);
+    bus.assert_alive();
+}
+
+#[test]
+fn get_stats_reports_what_waits_per_user() {
+    let bus = bus_for_everyone("");
+    let mut receiver = RawClient::connect(&bus);
+    let to = receiver.unique_name.clone();
+    let mut observer = RawClient::connect(&bus);
+    let mut sender = RawClient::connect_as(&bus, GREEDY_UID);
+    // 10 calls of 64 KiB: what the receiver's socket does not take waits in the bus.
+    for n in 0..10 {
+        send_call(&mut sender, &to, n, 64 * 1024);
+    }
+    assert!(sync(&mut sender).iter().all(|m| error_name(m).is_none()));
+
+    let all = stats(&mut observer, "GetStats", None);
+    for key in [
+        "Serial",
+        "ActiveConnections",
+        "IncompleteConnections",
+        "MatchRules",
+        "PeakMatchRules",
+        "PeakMatchRulesPerConnection",
+        "BusNames",
+        "PeakBusNames",
+        "PeakBusNamesPerConnection",
+    ] {
+        assert!(all.contains_key(key), "dbus-daemon's {key} is still there");
+    }
+    let users = user_stats(&all);
+    let queued = stat_u32(
+        &stats(&mut observer, "GetConnectionStats", Some(&to)),
+        "OutgoingMessages",
+    );
+    assert!(queued > 0, "some of the 640 KiB wait in the bus");
+    let root = &users[&0];
+    let other = &users[&GREEDY_UID];
+    assert_eq!(other["Connections"], 1);
+    assert_eq!(other["SentMessages"], queued);
+    assert!(other["SentBytes"] >= queued * 64 * 1024);
+    assert_eq!(root["QueuedMessages"], queued);
+    assert_eq!(root["QueuedBytes"], other["SentBytes"]);
+    assert_eq!(root["Connections"], 2);
+    assert!(root["Senders"] >= 1);
+    eprintln!("per-user figures with a stalled reader: {users:?}");
+
+    // The receiver reads everything: nothing is left accounted to anyone.
+    let got = receiver.read_until(|m| {
+        m.header().member().map(|m| m.as_str()) == Some("Take") && number_of(m) == 9
+    });
+    assert_eq!(
+        numbers_from(&got, &sender.unique_name, "Take"),
+        (0..10).collect::<Vec<_>>()
+    );
+    let users = user_stats(&stats(&mut observer, "GetStats", None));
+    assert_eq!(users[&GREEDY_UID]["SentMessages"], 0);
+    assert_eq!(users[&GREEDY_UID]["SentBytes"], 0);
+    assert_eq!(users[&0]["QueuedBytes"], 0);
+    bus.assert_alive();
+}
