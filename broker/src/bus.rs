@@ -139,6 +139,8 @@ pub struct Bus {
     pub address: String,
     pub peaks: crate::stats::Peaks,
     pub stats_serial: u32,
+    /// TelAF bindings and references (telbusd --bindings).
+    pub telaf: Option<Box<crate::telaf::Telaf>>,
 }
 
 impl Bus {
@@ -194,6 +196,7 @@ impl Bus {
             address: String::new(),
             peaks: Default::default(),
             stats_serial: 0,
+            telaf: None,
         })
     }
 
@@ -562,6 +565,7 @@ impl Bus {
             );
         }
         self.monitor_gone(id);
+        self.telaf_gone(id);
         for change in self.names.remove_connection(id) {
             self.announce_owner_change(change);
         }

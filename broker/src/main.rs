@@ -12,6 +12,7 @@ mod peer;
 mod replies;
 mod router;
 mod stats;
+mod telaf;
 mod wire;
 
 use std::process::ExitCode;
