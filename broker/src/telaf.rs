@@ -528,13 +528,11 @@ impl Bus {
             let header = w.call.header();
             match self.telaf_resolve(w.caller, &w.interface, &w.protocol) {
                 Resolved::Ready(name, path) => {
-                    let built = ObjectPath::try_from(path)
-                        .map_err(zbus::Error::from)
-                        .and_then(|path| {
-                            Message::method_return(&header)
-                                .sender(DRIVER)
-                                .build(&(name.as_str(), path))
-                        });
+                    let built = ObjectPath::try_from(path).and_then(|path| {
+                        Message::method_return(&header)
+                            .sender(DRIVER)
+                            .build(&(name.as_str(), path))
+                    });
                     info!(
                         "{} connected to {name} after waiting {:?}",
                         unique_name(w.caller),
