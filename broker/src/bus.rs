@@ -156,6 +156,8 @@ pub struct Bus {
     /// The connection whose message is being routed, and that message's bytes (by address):
     /// the copies of it that are queued are charged to that connection's user.
     dispatching: Option<Dispatching>,
+    /// TelAF bindings and references (telbusd --bindings).
+    pub telaf: Option<Box<crate::telaf::Telaf>>,
 }
 
 impl Bus {
@@ -214,6 +216,7 @@ impl Bus {
             quotas: Default::default(),
             accept_paused: false,
             dispatching: None,
+            telaf: None,
         })
     }
 
@@ -647,6 +650,7 @@ impl Bus {
             );
         }
         self.monitor_gone(id);
+        self.telaf_gone(id);
         for change in self.names.remove_connection(id) {
             self.announce_owner_change(change);
         }

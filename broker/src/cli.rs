@@ -68,6 +68,11 @@ pub struct Args {
     #[arg(long)]
     pub nosyslog: bool,
 
+    /// Enforce the TelAF bindings of this system definition file and serve io.telaf.Broker1
+    /// (see docs/bindings.md).
+    #[arg(long, value_name = "FILE")]
+    pub bindings: Option<PathBuf>,
+
     /// Print the bus driver's introspection XML and exit.
     #[arg(long)]
     pub introspect: bool,

@@ -219,6 +219,15 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(file) = &args.bindings {
+        match crate::telaf::Telaf::load(file) {
+            Ok(telaf) => bus.telaf = Some(Box::new(telaf)),
+            Err(e) => {
+                eprintln!("Failed to start message bus: invalid bindings: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     bus.systemd_activation = args.systemd_activation;
     bus.address = printed_address.clone();
     bus.load_services();

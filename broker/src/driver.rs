@@ -144,6 +144,10 @@ impl Bus {
             );
             return;
         }
+        if self.is_telaf_call(route) {
+            self.telaf_call(from, msg, route);
+            return;
+        }
         let result = self.driver_method(from, msg, &header, route);
         match result {
             Ok(reply) => {
@@ -437,6 +441,7 @@ impl Bus {
         let name = unique_name(from);
         self.emit_name_owner_changed(&name, None, Some(&name));
         self.send_name_signal(from, "NameAcquired", &name);
+        self.telaf_hello(from);
     }
 
     fn request_name(&mut self, from: ConnId, name: &str, flags: u32) -> Result<u32, DriverError> {
@@ -468,6 +473,9 @@ impl Bus {
                     "Connection \"{me}\" is not allowed to own the service \"{name}\" due to security policies in the configuration file{denial}"
                 ),
             ));
+        }
+        if let Some(text) = self.telaf_check_own(from, name) {
+            return Err(err(ACCESS_DENIED, text));
         }
         let limit = self.config.limits.max_names_per_connection;
         let already = self.names.queue(name).is_some_and(|q| q.contains(&from));
@@ -668,7 +676,10 @@ impl Bus {
     }
 
     fn introspect(&self, path: &str) -> String {
-        introspect_path(path)
+        match self.telaf {
+            Some(_) => crate::telaf::introspect(path, introspect_path(path)),
+            None => introspect_path(path),
+        }
     }
 
     /// Send NameLost/NameOwnerChanged/NameAcquired for a change of primary owner, in
@@ -682,6 +693,9 @@ impl Bus {
         self.emit_name_owner_changed(&change.name, old.as_deref(), new.as_deref());
         if let Some(new_id) = change.new {
             self.send_name_signal(new_id, "NameAcquired", &change.name);
+        }
+        if change.new.is_some() {
+            self.telaf_name_acquired(&change.name);
         }
     }
 

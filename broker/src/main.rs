@@ -13,6 +13,7 @@ mod quota;
 mod replies;
 mod router;
 mod stats;
+mod telaf;
 mod wire;
 
 use std::process::ExitCode;

@@ -148,6 +148,12 @@ impl Bus {
             self.send_error(from, &header, crate::driver::ACCESS_DENIED, &denied);
             return;
         }
+        if route.msg_type == Type::MethodCall
+            && let Err(denied) = self.telaf_check_call(from, to, route)
+        {
+            self.send_error(from, &header, crate::driver::ACCESS_DENIED, &denied);
+            return;
+        }
         match self.enqueue(to, msg.clone()) {
             Ok(()) => {
                 if expects_reply {

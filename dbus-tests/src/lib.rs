@@ -28,4 +28,5 @@ pub use harness::service::{
     ServiceThread, TEST_CHILD_PATH, TEST_INTERFACE, TEST_PATH, TestObject, TestObjectProxy,
     serve_test_object,
 };
+pub use harness::telaf::{TelafBus, api_dir};
 pub use harness::timeout::{STEP_TIMEOUT, TEST_TIMEOUT, next_signal, run, within};

@@ -71,6 +71,7 @@
 //! and the message's interface and member in hash tables and tests only the rules filed
 //! there, newest first, stopping at the first that matches.
 
+pub mod bindings;
 mod compile;
 mod index;
 mod matching;

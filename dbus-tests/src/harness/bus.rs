@@ -54,6 +54,7 @@ pub struct TestBusBuilder {
     listen: Option<String>,
     daemon: Option<PathBuf>,
     services: Vec<(String, String)>,
+    args: Vec<String>,
 }
 
 impl TestBusBuilder {
@@ -73,6 +74,12 @@ impl TestBusBuilder {
     /// Makes `name` activatable: a `.service` file in the service dir that runs `exec`.
     pub fn activatable(mut self, name: &str, exec: &str) -> Self {
         self.services.push((name.to_string(), exec.to_string()));
+        self
+    }
+
+    /// Passes `arg` to the daemon as well (e.g. telbusd's `--bindings=FILE`).
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
         self
     }
 
@@ -112,6 +119,7 @@ impl TestBusBuilder {
             .arg(format!("--config-file={}", config_path.display()))
             .arg("--nofork")
             .arg("--print-address=1")
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -7,4 +7,5 @@ pub mod errors;
 pub mod process;
 pub mod raw;
 pub mod service;
+pub mod telaf;
 pub mod timeout;

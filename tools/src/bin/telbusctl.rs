@@ -5,6 +5,10 @@
 //! dbus-daemon.
 
 // The modules live in telbusctl/ beside this file (a binary's root looks in its own directory).
+// Shared with telbus-sdir, which also prints `sdir list`'s layout.
+#[path = "telbusctl/broker1.rs"]
+#[allow(dead_code)]
+mod broker1;
 #[path = "telbusctl/driver.rs"]
 mod driver;
 #[path = "telbusctl/monitor.rs"]
@@ -64,6 +68,10 @@ enum Command {
         /// A unique name (:1.42) or a well-known name.
         name: String,
     },
+    /// The TelAF bindings of a bus run with telbusd --bindings: bindings, services, waiting clients.
+    Bindings,
+    /// The live TelAF references (client-bound object paths) per service and client.
+    References,
     /// Print the messages the bus routes, one line each, as they pass (BecomeMonitor).
     Monitor {
         /// Match rules (as for AddMatch), e.g. "type='signal'" or "sender=org.example.App";
@@ -98,7 +106,11 @@ fn main() -> ExitCode {
         }
         Command::Manpage { dir } => manpage(dir.as_deref()),
         Command::Monitor { matches } => zruntime::block_on(monitor::run(&cli, matches)),
-        Command::Status | Command::Peers | Command::Stats { .. } => zruntime::block_on(query(&cli)),
+        Command::Status
+        | Command::Peers
+        | Command::Stats { .. }
+        | Command::Bindings
+        | Command::References => zruntime::block_on(query(&cli)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -126,6 +138,22 @@ async fn query(cli: &Cli) -> Result<(), String> {
         Command::Status => status(&driver, cli.json).await?,
         Command::Peers => peers(&driver, cli.json).await?,
         Command::Stats { name } => stats(&driver, name, cli.json).await?,
+        Command::Bindings => {
+            let list = broker1::call_json(&driver.connection, "List").await?;
+            if cli.json {
+                list.to_string()
+            } else {
+                broker1::bindings_tables(&list)
+            }
+        }
+        Command::References => {
+            let refs = broker1::call_json(&driver.connection, "References").await?;
+            if cli.json {
+                refs.to_string()
+            } else {
+                broker1::references_table(&refs, None)
+            }
+        }
         _ => unreachable!("handled in main"),
     };
     let mut stdout = std::io::stdout().lock();

@@ -28,6 +28,8 @@ pub enum Kind {
     Telbusd,
     /// telbusd with the machine's system-bus policy (system.conf and its system.d files).
     TelbusdSystemPolicy,
+    /// telbusd with 1,000 TelAF apps and bindings loaded (--bindings).
+    TelbusdBindings,
     DbusDaemon,
     DbusBroker,
     Busd,
@@ -38,6 +40,7 @@ impl Kind {
         match name {
             "telbusd" => Some(Kind::Telbusd),
             "telbusd-syspolicy" => Some(Kind::TelbusdSystemPolicy),
+            "telbusd-bindings" => Some(Kind::TelbusdBindings),
             "dbus-daemon" => Some(Kind::DbusDaemon),
             "dbus-broker" => Some(Kind::DbusBroker),
             "busd" => Some(Kind::Busd),
@@ -49,6 +52,7 @@ impl Kind {
         match self {
             Kind::Telbusd => "telbusd",
             Kind::TelbusdSystemPolicy => "telbusd-syspolicy",
+            Kind::TelbusdBindings => "telbusd-bindings",
             Kind::DbusDaemon => "dbus-daemon",
             Kind::DbusBroker => "dbus-broker",
             Kind::Busd => "busd",
@@ -103,7 +107,15 @@ impl Broker {
             .stderr(std::fs::File::create(&log).map_err(|e| e.to_string())?)
             .process_group(0);
         let mut running = match self.kind {
-            Kind::Telbusd | Kind::TelbusdSystemPolicy | Kind::DbusDaemon => {
+            Kind::Telbusd
+            | Kind::TelbusdSystemPolicy
+            | Kind::TelbusdBindings
+            | Kind::DbusDaemon => {
+                if self.kind == Kind::TelbusdBindings {
+                    let file = dir.path().join("system.bindings");
+                    std::fs::write(&file, thousand_bindings()).map_err(|e| e.to_string())?;
+                    command.arg(format!("--bindings={}", file.display()));
+                }
                 command.arg(format!("--config-file={}", config.display()));
                 command.args(["--nofork", "--print-address=1"]);
                 start_printing_address(command, dir, socket)?
@@ -117,6 +129,25 @@ impl Broker {
         running.log = log;
         Ok(running)
     }
+}
+
+/// 1,000 apps, each bound to the next one's service: the bench's clients are none of them
+/// (they are user principals), so every call pays the bindings' lookups and passes.
+fn thousand_bindings() -> String {
+    let mut text = String::new();
+    for i in 0..1000 {
+        text.push_str(&format!(
+            "app app{i} {{\n    match exe=/nonexistent/app{i}\n    provides svc{i} protocol=p{i}\n}}\n"
+        ));
+    }
+    for i in 0..1000 {
+        text.push_str(&format!(
+            "bind app{i}.next -> app{}.svc{}\n",
+            (i + 1) % 1000,
+            (i + 1) % 1000
+        ));
+    }
+    text
 }
 
 /// A broker running in a temp dir of its own; killed when dropped.

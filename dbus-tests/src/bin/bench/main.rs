@@ -24,8 +24,9 @@ usage: telbus-bench [--json] [--only NAME,...] [--workloads NAME,...] [--seconds
 Runs telbusd, dbus-daemon, dbus-broker and busd (those found) side by side on private sockets
 and prints a table of the results with the ratio telbusd/other.
   --json          print the results as JSON instead of a table
-  --only LIST     brokers to run, of telbusd,telbusd-syspolicy,dbus-daemon,dbus-broker,busd
-                  (telbusd-syspolicy: telbusd with this machine's system-bus policy)
+  --only LIST     brokers to run, of telbusd,telbusd-syspolicy,telbusd-bindings,dbus-daemon,
+                  dbus-broker,busd (telbusd-syspolicy: telbusd with this machine's system-bus
+                  policy; telbusd-bindings: telbusd with 1,000 TelAF bindings loaded)
   --workloads LIST  workloads to run, of round-trip,pipelined,pairs,fan-out,connections,memory
                   (e.g. only pipelined, to profile a broker started through a --telbusd wrapper)
   --seconds S     length of each throughput workload (default 1)
@@ -248,8 +249,9 @@ fn main() {
         (Kind::Telbusd, Some(telbusd.clone())),
         (
             Kind::TelbusdSystemPolicy,
-            Some(telbusd).filter(|_| Path::new("/usr/share/dbus-1/system.conf").exists()),
+            Some(telbusd.clone()).filter(|_| Path::new("/usr/share/dbus-1/system.conf").exists()),
         ),
+        (Kind::TelbusdBindings, Some(telbusd.clone())),
         (Kind::DbusDaemon, find_on_path("dbus-daemon")),
         (Kind::DbusBroker, find_on_path("dbus-broker")),
         (Kind::Busd, busd),
