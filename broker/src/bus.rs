@@ -139,6 +139,8 @@ pub struct Bus {
     pub address: String,
     pub peaks: crate::stats::Peaks,
     pub stats_serial: u32,
+    /// Calls held for polkit, its answers, and the thread that asks it.
+    pub polkit: crate::polkit::Polkit,
 }
 
 impl Bus {
@@ -194,6 +196,7 @@ impl Bus {
             address: String::new(),
             peaks: Default::default(),
             stats_serial: 0,
+            polkit: Default::default(),
         })
     }
 
@@ -246,6 +249,8 @@ impl Bus {
                     self.handle_signals();
                 } else if token >= TOKEN_LISTENER_BASE {
                     self.accept_all((token - TOKEN_LISTENER_BASE) as usize);
+                } else if token == crate::polkit::TOKEN_POLKIT {
+                    self.polkit_ready();
                 } else if token == crate::activation::TOKEN_SERVICE_DIRS {
                     self.service_dirs_changed();
                 } else if token >= crate::activation::TOKEN_CHILD_BASE {
@@ -562,6 +567,7 @@ impl Bus {
             );
         }
         self.monitor_gone(id);
+        self.polkit.forget(id);
         for change in self.names.remove_connection(id) {
             self.announce_owner_change(change);
         }
@@ -676,6 +682,7 @@ impl Bus {
                     }
                 }
                 self.policy = policy;
+                self.polkit.forget_answers();
                 self.auth = Arc::new(AuthConfig {
                     mechanisms: config.auth.clone(),
                     allow_anonymous: config.allow_anonymous,

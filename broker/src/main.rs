@@ -9,6 +9,7 @@ mod driver;
 mod monitor;
 mod names;
 mod peer;
+mod polkit;
 mod replies;
 mod router;
 mod stats;
