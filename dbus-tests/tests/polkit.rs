@@ -376,6 +376,7 @@ fn assert_returned(reply: &Message, what: &str, bus: &TestBus) {
 fn assert_denied(reply: &Message, needles: &[&str]) {
     let (name, text) = error_of(reply).expect("an error");
     assert_eq!(name, "org.freedesktop.DBus.Error.AccessDenied", "{text}");
+    eprintln!("refused as expected: {text}");
     for needle in needles {
         assert!(text.contains(needle), "{needle:?} not in {text:?}");
     }
