@@ -141,7 +141,9 @@ impl Bus {
         text
     }
 
-    /// Ok if `from` may send this message to `to` (None: the bus driver) and `to` may receive it.
+    /// Ok if `from` may send this message to `to` (None: the bus driver) and `to` may receive it;
+    /// Ok(Some(action)) if the rule that allows it also wants polkit to authorize `action`
+    /// for the sender (telbus's `polkit_action`).
     pub fn check_send(
         &self,
         from: ConnId,
@@ -149,17 +151,20 @@ impl Bus {
         msg: &Message,
         route: &Route<'_>,
         is_reply: bool,
-    ) -> Result<(), String> {
+    ) -> Result<Option<String>, String> {
         let facts = facts(msg, route, is_reply);
         let sender_policy = self.peers.get(&from).and_then(|p| p.policy.as_ref());
+        let mut polkit_action = None;
         if let Some(policy) = sender_policy {
             let receiver_names = to.map(|id| self.names_of(id)).unwrap_or_default();
-            if let Decision::Deny(denial) = policy.can_send(&facts, &receiver_names, to.is_none()) {
+            let verdict = policy.send_verdict(&facts, &receiver_names, to.is_none());
+            if let Decision::Deny(denial) = verdict.decision {
                 return Err(self.rejected("send", from, to, route, is_reply, &denial));
             }
+            polkit_action = verdict.polkit_action.map(str::to_string);
         }
         let Some(to) = to else {
-            return Ok(());
+            return Ok(polkit_action);
         };
         if let Some(policy) = self.peers.get(&to).and_then(|p| p.policy.as_ref()) {
             let sender_names = self.names_of(from);
@@ -168,7 +173,7 @@ impl Bus {
                 return Err(self.rejected("receive", from, Some(to), route, is_reply, &denial));
             }
         }
-        Ok(())
+        Ok(polkit_action)
     }
 
     /// Ok if `from` may send this message to `name`, which is about to be activated: the send

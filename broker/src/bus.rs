@@ -158,6 +158,8 @@ pub struct Bus {
     dispatching: Option<Dispatching>,
     /// TelAF bindings and references (telbusd --bindings).
     pub telaf: Option<Box<crate::telaf::Telaf>>,
+    /// Calls held for polkit, its answers, and the thread that asks it.
+    pub polkit: crate::polkit::Polkit,
 }
 
 impl Bus {
@@ -217,6 +219,7 @@ impl Bus {
             accept_paused: false,
             dispatching: None,
             telaf: None,
+            polkit: Default::default(),
         })
     }
 
@@ -269,6 +272,8 @@ impl Bus {
                     self.handle_signals();
                 } else if token >= TOKEN_LISTENER_BASE {
                     self.accept_all((token - TOKEN_LISTENER_BASE) as usize);
+                } else if token == crate::polkit::TOKEN_POLKIT {
+                    self.polkit_ready();
                 } else if token == crate::activation::TOKEN_SERVICE_DIRS {
                     self.service_dirs_changed();
                 } else if token >= crate::activation::TOKEN_CHILD_BASE {
@@ -651,6 +656,7 @@ impl Bus {
         }
         self.monitor_gone(id);
         self.telaf_gone(id);
+        self.polkit.forget(id);
         for change in self.names.remove_connection(id) {
             self.announce_owner_change(change);
         }
@@ -846,6 +852,7 @@ impl Bus {
                     }
                 }
                 self.policy = policy;
+                self.polkit.forget_answers();
                 self.auth = Arc::new(AuthConfig {
                     mechanisms: config.auth.clone(),
                     allow_anonymous: config.allow_anonymous,

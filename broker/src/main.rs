@@ -10,6 +10,7 @@ mod monitor;
 mod names;
 mod peer;
 mod quota;
+mod polkit;
 mod replies;
 mod router;
 mod stats;

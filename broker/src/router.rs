@@ -144,9 +144,14 @@ impl Bus {
             );
             return;
         }
-        if let Err(denied) = self.check_send(from, Some(to), msg, route, is_reply) {
-            self.send_error(from, &header, crate::driver::ACCESS_DENIED, &denied);
-            return;
+        match self.check_send(from, Some(to), msg, route, is_reply) {
+            Err(denied) => {
+                self.send_error(from, &header, crate::driver::ACCESS_DENIED, &denied);
+                return;
+            }
+            // Held (or refused) until polkit has authorized the action: see polkit.rs.
+            Ok(Some(action)) if !self.polkit_allows(from, to, msg, &action) => return,
+            Ok(_) => {}
         }
         if route.msg_type == Type::MethodCall
             && let Err(denied) = self.telaf_check_call(from, to, route)

@@ -76,6 +76,9 @@ pub struct SendRule {
     pub max_fds: u32,
     /// `log="true"`: dbus-daemon logs messages this rule decides on.
     pub log: bool,
+    /// `polkit_action="…"` (a telbus extension, `<allow>` only): what the rule allows still
+    /// needs polkit to authorize this action for the sender.
+    pub polkit_action: Option<String>,
 }
 
 /// `<allow|deny receive_…>` (and `<allow|deny eavesdrop="…"/>` alone).
@@ -139,7 +142,7 @@ impl RuleKind {
 }
 
 /// Every attribute `<allow>` and `<deny>` take.
-const RULE_ATTRIBUTES: [&str; 24] = [
+const RULE_ATTRIBUTES: [&str; 25] = [
     "send_interface",
     "send_member",
     "send_error",
@@ -164,6 +167,8 @@ const RULE_ATTRIBUTES: [&str; 24] = [
     "user",
     "group",
     "log",
+    // telbus's own: dbus-daemon refuses a configuration that uses it.
+    "polkit_action",
 ];
 
 /// The attributes of one rule element.
@@ -291,6 +296,20 @@ pub(crate) fn parse_rule(
              group and the message-related attributes cannot be combined"
         ));
     }
+    if let Some(action) = a.get("polkit_action") {
+        if !allow || !any_send {
+            return Err(format!(
+                "Attribute \"polkit_action\" is only valid on <allow> elements with send_* \
+                 attributes (on <{element}> element)"
+            ));
+        }
+        if !is_polkit_action_id(action) {
+            return Err(format!(
+                "Bad value \"{action}\" for polkit_action attribute, must be a polkit action id \
+                 (letters, digits, '.', '-' and '_')"
+            ));
+        }
+    }
     if any_send && any_receive {
         return Err(format!(
             "Invalid combination of attributes on element <{element}>: send and receive \
@@ -386,7 +405,16 @@ fn send_rule(a: &Attrs<'_>, allow: bool) -> Result<SendRule, String> {
         max_fds,
         // dbus-daemon takes anything but "true" as false here, without complaint.
         log: a.get("log") == Some("true"),
+        polkit_action: a.get("polkit_action").map(str::to_string),
     })
+}
+
+/// A polkit action id, as polkit's .policy files spell them (`org.freedesktop.login1.reboot`).
+fn is_polkit_action_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
 }
 
 fn receive_rule(a: &Attrs<'_>, allow: bool) -> Result<ReceiveRule, String> {

@@ -287,3 +287,44 @@ fn contexts_and_unknown_users() {
         ]
     );
 }
+
+/// `polkit_action` is telbus's own attribute: on `<allow>` send rules only.
+#[test]
+fn polkit_action_on_allow_send_rules() {
+    let s = send(
+        "send_destination=\"io.telaf.x\" send_interface=\"io.telaf.le_mcc\" send_member=\"Start\" \
+         polkit_action=\"io.telaf.mcc.call\"",
+    );
+    assert_eq!(s.polkit_action.as_deref(), Some("io.telaf.mcc.call"));
+    assert_eq!(send("send_destination=\"a\"").polkit_action, None);
+
+    let deny = policy(
+        "<policy context=\"default\"><deny send_destination=\"a\" polkit_action=\"b\"/></policy>",
+    )
+    .expect_err("polkit_action on deny");
+    assert!(
+        deny.contains("\"polkit_action\" is only valid on <allow>"),
+        "{deny}"
+    );
+    for (attributes, message) in [
+        (
+            "own=\"a\" polkit_action=\"b\"",
+            "\"polkit_action\" is only valid on <allow>",
+        ),
+        (
+            "receive_sender=\"a\" polkit_action=\"b\"",
+            "\"polkit_action\" is only valid on <allow>",
+        ),
+        (
+            "send_destination=\"a\" polkit_action=\"\"",
+            "Bad value \"\" for polkit_action attribute",
+        ),
+        (
+            "send_destination=\"a\" polkit_action=\"a b\"",
+            "Bad value \"a b\" for polkit_action attribute",
+        ),
+    ] {
+        let e = rule(attributes).expect_err(attributes);
+        assert!(e.contains(message), "{attributes}: {e}");
+    }
+}

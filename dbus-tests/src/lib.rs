@@ -17,7 +17,7 @@
 mod harness;
 
 pub use harness::bus::{DAEMON_ENV, TestBus, TestBusBuilder, daemon_path};
-pub use harness::config::session_config;
+pub use harness::config::{SYSTEM_CONF, session_config, system_config};
 pub use harness::driver::{
     DRIVER_INTERFACE, DRIVER_NAME, DRIVER_PATH, add_match, call_driver, driver_proxy,
 };

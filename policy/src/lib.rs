@@ -33,7 +33,8 @@
 //!   the same credentials.
 //! - [`PeerPolicy::can_own`], [`PeerPolicy::can_send`], [`PeerPolicy::can_receive`] →
 //!   [`Decision`]: `Allow`, or `Deny` with the rule that decided ([`Denial`]).
-//!   [`PeerPolicy::can_send_logged`] also says whether the deciding rule has `log="true"`.
+//!   [`PeerPolicy::can_send_logged`] also says whether the deciding rule has `log="true"`;
+//!   [`PeerPolicy::send_verdict`] also gives the polkit action it requires, if any.
 //! - [`unix_user_is_at_console`]: dbus-daemon's idea of at_console, for [`PeerIdentity`].
 //!
 //! # Semantics (dbus-daemon 1.14's)
@@ -63,6 +64,9 @@
 //! - A broadcast is a signal without a destination (`send_broadcast`). `min_fds`/`max_fds`
 //!   bound the number of fds the message carries.
 //! - Connecting: see [`Policy::allows_user`].
+//! - telbus's own `polkit_action="…"` on an `<allow send_…>` rule: when that rule decides,
+//!   the answer is "allow, if polkit authorizes the action for the sender"
+//!   ([`SendVerdict::polkit_action`]); the broker asks polkit.
 //!
 //! # Cost
 //!
@@ -172,6 +176,17 @@ impl MessageFacts<'_> {
     }
 }
 
+/// A send decision with what the deciding rule adds to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SendVerdict<'p> {
+    pub decision: Decision,
+    /// The deciding rule has `log="true"`.
+    pub log: bool,
+    /// An allowed message still needs polkit to authorize this action for the sender (the
+    /// deciding rule's `polkit_action`, a telbus extension).
+    pub polkit_action: Option<&'p str>,
+}
+
 /// One connection's rules: cheap to clone (an Arc), queried for every message.
 #[derive(Clone, Debug)]
 pub struct PeerPolicy {
@@ -209,6 +224,18 @@ impl PeerPolicy {
         receiver_names: &[&str],
         receiver_is_driver: bool,
     ) -> (Decision, bool) {
+        let verdict = self.send_verdict(msg, receiver_names, receiver_is_driver);
+        (verdict.decision, verdict.log)
+    }
+
+    /// [`can_send`](Self::can_send) with everything the deciding rule says: whether it asked
+    /// for logging, and the polkit action it requires (telbus's `polkit_action`), if any.
+    pub fn send_verdict(
+        &self,
+        msg: &MessageFacts<'_>,
+        receiver_names: &[&str],
+        receiver_is_driver: bool,
+    ) -> SendVerdict<'_> {
         let destination: [&str; 1];
         let names = if receiver_is_driver {
             match msg.destination {
@@ -228,16 +255,25 @@ impl PeerPolicy {
         };
         let matches = |e: &Entry<SendRule>| send_rule_matches(&e.rule, e.allow, msg, names);
         match self.rules.send.decide(&at, matches) {
-            Some(entry) if entry.allow => (Decision::Allow, entry.rule.log),
+            Some(entry) if entry.allow => SendVerdict {
+                decision: Decision::Allow,
+                log: entry.rule.log,
+                polkit_action: entry.rule.polkit_action.as_deref(),
+            },
             Some(entry) => {
                 // Refusals are rare: count the matches as dbus-daemon reports them.
                 let count = self.rules.send.count_matches(&at, matches);
-                (
-                    Decision::of(false, Some(&entry.origin), count),
-                    entry.rule.log,
-                )
+                SendVerdict {
+                    decision: Decision::of(false, Some(&entry.origin), count),
+                    log: entry.rule.log,
+                    polkit_action: None,
+                }
             }
-            None => (Decision::of(false, None, 0), false),
+            None => SendVerdict {
+                decision: Decision::of(false, None, 0),
+                log: false,
+                polkit_action: None,
+            },
         }
     }
 

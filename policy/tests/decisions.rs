@@ -521,3 +521,49 @@ fn message_type_of_errors_and_returns() {
     sig.msg_type = MessageType::Error;
     assert!(!sig.is_broadcast());
 }
+
+#[test]
+fn polkit_actions_come_from_the_deciding_rule() {
+    let p = default_rules(
+        "<allow send_destination=\"io.telaf.x\"/>\
+         <allow send_destination=\"io.telaf.x\" send_interface=\"io.telaf.le_mcc\" \
+                send_member=\"Start\" polkit_action=\"io.telaf.mcc.call\"/>\
+         <deny send_destination=\"io.telaf.x\" send_interface=\"io.telaf.le_mcc\" \
+               send_member=\"Reset\"/>",
+    );
+    let start = p.send_verdict(
+        &call("io.telaf.x", "io.telaf.le_mcc", "Start"),
+        &["io.telaf.x"],
+        false,
+    );
+    assert_eq!(start.decision, Decision::Allow);
+    assert_eq!(start.polkit_action, Some("io.telaf.mcc.call"));
+    // Another member: the plain allow rule decides, no polkit.
+    let stop = p.send_verdict(
+        &call("io.telaf.x", "io.telaf.le_mcc", "Stop"),
+        &["io.telaf.x"],
+        false,
+    );
+    assert_eq!((stop.decision, stop.polkit_action), (Decision::Allow, None));
+    // A refusal never asks polkit.
+    let reset = p.send_verdict(
+        &call("io.telaf.x", "io.telaf.le_mcc", "Reset"),
+        &["io.telaf.x"],
+        false,
+    );
+    assert!(!allowed(reset.decision) && reset.polkit_action.is_none());
+    // A later allow rule without polkit_action wins over an earlier one with it.
+    let q = default_rules(
+        "<allow send_destination=\"a\" polkit_action=\"x.y\"/><allow send_destination=\"a\" send_interface=\"i.j\"/>",
+    );
+    assert_eq!(
+        q.send_verdict(&call("a", "i.j", "M"), &["a"], false)
+            .polkit_action,
+        None
+    );
+    assert_eq!(
+        q.send_verdict(&call("a", "i.k", "M"), &["a"], false)
+            .polkit_action,
+        Some("x.y")
+    );
+}

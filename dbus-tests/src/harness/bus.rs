@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use super::config::session_config;
+use super::config::{session_config, system_config};
 use super::driver::{DRIVER_NAME, add_match, call_driver};
 use super::process::{Background, CLIENT_TIMEOUT, ClientOutput, kill_group, run_command};
 use super::timeout::{STEP_TIMEOUT, next_signal, within};
@@ -55,6 +55,7 @@ pub struct TestBusBuilder {
     daemon: Option<PathBuf>,
     services: Vec<(String, String)>,
     args: Vec<String>,
+    system: bool,
 }
 
 impl TestBusBuilder {
@@ -80,6 +81,15 @@ impl TestBusBuilder {
     /// Passes `arg` to the daemon as well (e.g. telbusd's `--bindings=FILE`).
     pub fn arg(mut self, arg: impl Into<String>) -> Self {
         self.args.push(arg.into());
+        self
+    }
+
+    /// Starts a system bus with this machine's real configuration (see
+    /// [`system_config`](super::config::system_config)) instead of the session-like default;
+    /// [`config`](Self::config) adds to it. The temp dir is made reachable for every user, so
+    /// that system users (polkitd) and unprivileged clients can connect.
+    pub fn system(mut self) -> Self {
+        self.system = true;
         self
     }
 
@@ -111,7 +121,14 @@ impl TestBusBuilder {
             .listen
             .unwrap_or_else(|| format!("unix:dir={}", dir.path().display()));
         let config_path = dir.path().join("bus.conf");
-        let config = session_config(&listen, &service_dir, &self.extra_config);
+        let config = if self.system {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+                .expect("make the temp dir reachable");
+            system_config(&listen, &service_dir, &self.extra_config)
+        } else {
+            session_config(&listen, &service_dir, &self.extra_config)
+        };
         std::fs::write(&config_path, config).expect("write the bus configuration");
 
         let mut command = Command::new(&daemon);
