@@ -19,7 +19,7 @@ pub mod api {
 // pub mod data;
 // pub mod gpio;
 pub mod info;
-// pub mod mcc;
+pub mod mcc;
 pub mod paths;
 // pub mod pm;
 pub mod references;
