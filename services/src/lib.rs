@@ -16,11 +16,11 @@ pub mod api {
     include!(concat!(env!("OUT_DIR"), "/telaf_apis.rs"));
 }
 
-// pub mod data;
+pub mod data;
 // pub mod gpio;
 pub mod info;
 pub mod mcc;
 pub mod paths;
-// pub mod pm;
+pub mod pm;
 pub mod references;
 pub mod startup;
