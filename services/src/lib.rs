@@ -17,7 +17,7 @@ pub mod api {
 }
 
 pub mod data;
-// pub mod gpio;
+pub mod gpio;
 pub mod info;
 pub mod mcc;
 pub mod paths;
