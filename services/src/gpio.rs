@@ -118,6 +118,7 @@ impl Gpio {
             self.references
                 .register(&ctx.sender, &session, SESSION, true)
                 .await;
+            self.announce_owner().await;
         }
         if let Some(active) = change {
             self.changed(active).await;
@@ -153,6 +154,14 @@ impl Gpio {
         }
     }
 
+    /// PropertiesChanged for `io.telaf.sim.le_gpio.Owner`.
+    async fn announce_owner(&self) {
+        let server = self.connection.object_server();
+        if let Ok(sim) = server.interface::<_, Sim>(&self.root).await {
+            let _ = sim.get().await.owner_changed(sim.signal_emitter()).await;
+        }
+    }
+
     fn read_pin<T>(&self, read: impl FnOnce(&Pin) -> T) -> T {
         read(&self.pin.lock().unwrap())
     }
@@ -167,14 +176,20 @@ impl Service for Gpio {
         {
             server.get().await.client_gone(&departure.client).await;
         }
-        let mut pin = self.pin.lock().unwrap();
-        let owned_by_leaver = pin
-            .owner
-            .as_ref()
-            .is_some_and(|(owner, _)| *owner == departure.client);
-        if owned_by_leaver {
-            pin.owner = None;
+        let freed = {
+            let mut pin = self.pin.lock().unwrap();
+            let owned_by_leaver = pin
+                .owner
+                .as_ref()
+                .is_some_and(|(owner, _)| *owner == departure.client);
+            if owned_by_leaver {
+                pin.owner = None;
+            }
+            owned_by_leaver
+        };
+        if freed {
             info!(pin = self.number, client = departure.client, "pin free again");
+            self.announce_owner().await;
         }
     }
 }
@@ -398,7 +413,7 @@ impl Sim {
     }
 
     /// The owning client's unique name, empty when the pin is free.
-    #[zbus(property(emits_changed_signal = "false"))]
+    #[zbus(property)]
     fn owner(&self) -> String {
         let pin = self.gpio.pin.lock().unwrap();
         pin.owner.as_ref().map(|(o, _)| o.clone()).unwrap_or_default()
