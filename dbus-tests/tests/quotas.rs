@@ -7,6 +7,7 @@
 //! socket buffer filled by the bus first; the floods below are sized well past that.
 
 use std::collections::HashMap;
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 
 use telbus_dbus_tests::{RawClient, TestBus, driver_call, socket_path};
@@ -92,6 +93,13 @@ fn numbers_from(messages: &[Message], from: &str, member: &str) -> Vec<u32> {
         .collect()
 }
 
+/// The numbers of the calls (numbered from 0, sent with `serials`) that were not `refused`.
+fn accepted_numbers(serials: &[u32], refused: &[u32]) -> Vec<u32> {
+    (0..serials.len() as u32)
+        .filter(|n| !refused.contains(&serials[*n as usize]))
+        .collect()
+}
+
 /// A Debug.Stats call.
 fn stats(
     client: &mut RawClient,
@@ -152,18 +160,14 @@ fn a_user_over_its_share_of_a_receivers_quota_is_refused_and_other_users_are_not
         answers.iter().filter(|m| error_name(m).is_some()).count() == refused.len(),
         "only LimitsExceeded errors: {answers:?}"
     );
-    let accepted = serials.len() - refused.len();
+    let accepted = accepted_numbers(&serials, &refused);
     assert!(
-        accepted > 0 && !refused.is_empty(),
-        "some calls queued, the rest refused ({accepted} accepted)"
-    );
-    assert_eq!(
-        refused,
-        serials[accepted..],
-        "refused from the first over the share on"
+        !accepted.is_empty() && !refused.is_empty(),
+        "some calls queued, others refused ({accepted:?} accepted)"
     );
     eprintln!(
-        "greedy user: {accepted} calls of 64 KiB queued, {} refused",
+        "greedy user: {} calls of 64 KiB queued, {} refused",
+        accepted.len(),
         refused.len()
     );
 
@@ -182,8 +186,8 @@ fn a_user_over_its_share_of_a_receivers_quota_is_refused_and_other_users_are_not
     let got = receiver.read_until(|m| {
         m.header().member().map(|m| m.as_str()) == Some("Take") && number_of(m) == 999
     });
-    let expected: Vec<u32> = (0..accepted as u32).collect();
-    assert_eq!(numbers_from(&got, &greedy.unique_name, "Take"), expected);
+    // Exactly the calls that were not refused arrive, in order.
+    assert_eq!(numbers_from(&got, &greedy.unique_name, "Take"), accepted);
     assert_eq!(
         numbers_from(&got, &innocent.unique_name, "Take"),
         [0, 1, 2, 3, 999]
@@ -393,5 +397,90 @@ fn get_stats_reports_what_waits_per_user() {
     assert_eq!(users[&GREEDY_UID]["SentMessages"], 0);
     assert_eq!(users[&GREEDY_UID]["SentBytes"], 0);
     assert_eq!(users[&0]["QueuedBytes"], 0);
+    bus.assert_alive();
+}
+
+/// The number a `(uhay)` call carries, after checking that its descriptor came with it and its
+/// payload is intact.
+fn fd_call_number(msg: &Message) -> u32 {
+    let body = msg.body();
+    let (n, _fd, bytes): (u32, zbus::Fd<'_>, Vec<u8>) =
+        body.deserialize().expect("a call with its descriptor");
+    assert_eq!(
+        bytes,
+        payload(n, bytes.len()),
+        "message {n} arrived damaged"
+    );
+    n
+}
+
+#[test]
+fn a_user_over_its_share_of_descriptors_is_refused_and_other_users_are_not() {
+    // 64 descriptors for what waits for root's connections: one sending user may hold 32.
+    let bus = bus_for_everyone(r#"<limit name="max_queued_unix_fds_per_user">64</limit>"#);
+    let mut receiver = RawClient::connect(&bus);
+    let to = receiver.unique_name.clone();
+    let mut greedy = RawClient::connect_as(&bus, GREEDY_UID);
+    let mut innocent = RawClient::connect_as(&bus, INNOCENT_UID);
+    let (pipe, _writer) = rustix::pipe::pipe().expect("a pipe");
+    let send = |client: &mut RawClient, n: u32| {
+        let builder = Message::method_call(PATH, "TakeFd")
+            .destination(to.clone())
+            .interface(INTERFACE);
+        // 8 KiB each as well: the receiver's socket buffer fills after a few dozen.
+        let body = (n, zbus::Fd::from(pipe.as_fd()), payload(n, 8 * 1024));
+        client.send_with_fds(builder, &body)
+    };
+
+    // Far more than the receiver's socket and greedy's share take.
+    let serials: Vec<u32> = (0..600).map(|n| send(&mut greedy, n)).collect();
+    let answers = sync(&mut greedy);
+    let refused: Vec<u32> = answers
+        .iter()
+        .filter(|m| error_name(m).as_deref() == Some(LIMITS_EXCEEDED))
+        .map(|m| m.header().reply_serial().unwrap().get())
+        .collect();
+    let accepted = accepted_numbers(&serials, &refused);
+    assert!(
+        !accepted.is_empty() && !refused.is_empty(),
+        "{accepted:?} accepted"
+    );
+    eprintln!(
+        "greedy user: {} calls with a descriptor queued, {} refused",
+        accepted.len(),
+        refused.len()
+    );
+
+    for n in 0..4 {
+        send(&mut innocent, n);
+    }
+    let answers = sync(&mut innocent);
+    assert!(
+        answers.iter().all(|m| error_name(m).is_none()),
+        "{answers:?}"
+    );
+    send(&mut innocent, 999);
+    let mut got = Vec::new();
+    loop {
+        let m = receiver
+            .read_message_with_fds()
+            .expect("the receiver gets its messages");
+        let last = m.header().member().map(|m| m.as_str()) == Some("TakeFd")
+            && m.header().sender().map(|s| s.as_str()) == Some(innocent.unique_name.as_str())
+            && fd_call_number(&m) == 999;
+        got.push(m);
+        if last {
+            break;
+        }
+    }
+    let numbers = |from: &str| -> Vec<u32> {
+        got.iter()
+            .filter(|m| m.header().sender().map(|s| s.as_str()) == Some(from))
+            .filter(|m| m.header().member().map(|m| m.as_str()) == Some("TakeFd"))
+            .map(fd_call_number)
+            .collect()
+    };
+    assert_eq!(numbers(&greedy.unique_name), accepted);
+    assert_eq!(numbers(&innocent.unique_name), [0, 1, 2, 3, 999]);
     bus.assert_alive();
 }
