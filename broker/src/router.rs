@@ -134,6 +134,22 @@ impl Bus {
                 );
                 return;
             }
+            let user = self
+                .peers
+                .get(&from)
+                .map_or(crate::quota::BUS_ACTOR, |p| p.quota_user());
+            let limit = self.config.limits.max_replies_per_user;
+            if self.replies.waiting_for_user(user) as u64 >= limit {
+                let text = format!(
+                    "The maximum number of pending replies for UID {user} has been reached"
+                );
+                warn!(
+                    "{text} (max_replies_per_user={limit}): a call from {} was refused",
+                    unique_name(from)
+                );
+                self.send_error(from, &header, LIMITS_EXCEEDED, &text);
+                return;
+            }
         }
         if route.unix_fds > 0 && !self.peers.get(&to).is_some_and(|p| p.unix_fds) {
             self.send_error(
@@ -160,7 +176,11 @@ impl Bus {
                         caller: from,
                         serial: route.serial,
                     };
-                    self.replies.expect(key, to, deadline);
+                    let user = self
+                        .peers
+                        .get(&from)
+                        .map_or(crate::quota::BUS_ACTOR, |p| p.quota_user());
+                    self.replies.expect(key, to, user, deadline);
                 }
             }
             Err(full) => {

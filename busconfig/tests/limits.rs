@@ -47,6 +47,9 @@ fn defaults_are_dbus_daemons() {
     // telbus's own.
     assert_eq!(l.max_queued_bytes_per_user, 512 * 1024 * 1024);
     assert_eq!(l.max_queued_unix_fds_per_user, 4096);
+    assert_eq!(l.max_names_per_user, 16384);
+    assert_eq!(l.max_match_rules_per_user, 16384);
+    assert_eq!(l.max_replies_per_user, 16384);
 }
 
 #[test]
@@ -75,6 +78,9 @@ fn every_limit_can_be_set() {
             "max_replies_per_connection" => l.max_replies_per_connection == value,
             "max_queued_bytes_per_user" => l.max_queued_bytes_per_user == value,
             "max_queued_unix_fds_per_user" => l.max_queued_unix_fds_per_user == value,
+            "max_names_per_user" => l.max_names_per_user == value,
+            "max_match_rules_per_user" => l.max_match_rules_per_user == value,
+            "max_replies_per_user" => l.max_replies_per_user == value,
             "max_containers" => l.max_containers == value,
             "max_containers_per_user" => l.max_containers_per_user == value,
             "max_container_metadata_bytes" => l.max_container_metadata_bytes == value,
@@ -129,7 +135,7 @@ fn negative_and_too_large_values_are_refused() {
         );
     }
     // Byte and fd counts are C longs in dbus-daemon; the rest are ints. telbus's per-user
-    // quotas are byte and fd counts too.
+    // byte and fd quotas are wide too; its per-user counts are ints.
     let wide = [
         "max_incoming_bytes",
         "max_incoming_unix_fds",

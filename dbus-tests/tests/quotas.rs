@@ -489,3 +489,281 @@ fn a_user_over_its_share_of_descriptors_is_refused_and_other_users_are_not() {
     assert_eq!(numbers(&innocent.unique_name), [0, 1, 2, 3, 999]);
     bus.assert_alive();
 }
+
+/// A bus where each connection may hold 10 names, match rules or pending calls, and each user
+/// 6: a user spread over 3 connections of 2 each reaches its own limit first.
+fn bus_with_per_user_counts() -> TestBus {
+    bus_for_everyone(
+        r#"<policy context="default"><allow own="*"/></policy>
+<limit name="max_names_per_connection">10</limit>
+<limit name="max_match_rules_per_connection">10</limit>
+<limit name="max_replies_per_connection">10</limit>
+<limit name="max_names_per_user">6</limit>
+<limit name="max_match_rules_per_user">6</limit>
+<limit name="max_replies_per_user">6</limit>"#,
+    )
+}
+
+/// Calls a bus driver method and returns its reply (or error).
+fn ask_driver<B>(client: &mut RawClient, member: &'static str, body: &B) -> Message
+where
+    B: serde::Serialize + zbus::DynamicType,
+{
+    let serial = client.send(driver_call(member), body);
+    client.read_reply_to(serial)
+}
+
+/// Whether `msg` is the test call numbered `n`.
+fn is_take(msg: &Message, n: u32) -> bool {
+    msg.header().member().map(|m| m.as_str()) == Some("Take") && number_of(msg) == n
+}
+
+/// The `Users` figure `key` of `uid` (0 when the user has none).
+fn user_figure(observer: &mut RawClient, uid: u32, key: &str) -> u32 {
+    let users = user_stats(&stats(observer, "GetStats", None));
+    users
+        .get(&uid)
+        .and_then(|f| f.get(key).copied())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_user_over_max_names_per_user_is_refused_and_other_users_are_not() {
+    let bus = bus_with_per_user_counts();
+    let mut observer = RawClient::connect(&bus);
+    let mut greedy: Vec<RawClient> = (0..3)
+        .map(|_| RawClient::connect_as(&bus, GREEDY_UID))
+        .collect();
+    for (c, client) in greedy.iter_mut().enumerate() {
+        for n in 0..2 {
+            let name = format!("org.telbus.Greedy.C{c}N{n}");
+            let reply = ask_driver(client, "RequestName", &(name.as_str(), 0u32));
+            assert_eq!(error_name(&reply), None, "{name}");
+        }
+    }
+    assert_eq!(user_figure(&mut observer, GREEDY_UID, "Names"), 6);
+
+    // Each connection owns 2 of its 10, but the user has its 6.
+    let reply = ask_driver(
+        &mut greedy[0],
+        "RequestName",
+        &("org.telbus.Greedy.More", 0u32),
+    );
+    assert_eq!(error_name(&reply).as_deref(), Some(LIMITS_EXCEEDED));
+    let text: String = reply.body().deserialize().unwrap();
+    assert!(text.contains("max_names_per_user=6"), "{text}");
+    // Queueing for a name counts too.
+    let reply = ask_driver(
+        &mut greedy[1],
+        "RequestName",
+        &("org.telbus.Greedy.C0N0", 0u32),
+    );
+    assert_eq!(error_name(&reply).as_deref(), Some(LIMITS_EXCEEDED));
+
+    // Another user still gets a name.
+    let mut innocent = RawClient::connect_as(&bus, INNOCENT_UID);
+    let reply = ask_driver(&mut innocent, "RequestName", &("org.telbus.Innocent", 0u32));
+    assert_eq!(error_name(&reply), None);
+    let code: u32 = reply.body().deserialize().unwrap();
+    assert_eq!(code, 1, "primary owner");
+    assert_eq!(user_figure(&mut observer, INNOCENT_UID, "Names"), 1);
+
+    // Releasing a name, or leaving, gives the user its room back.
+    let reply = ask_driver(&mut greedy[2], "ReleaseName", &("org.telbus.Greedy.C2N0",));
+    assert_eq!(error_name(&reply), None);
+    assert_eq!(user_figure(&mut observer, GREEDY_UID, "Names"), 5);
+    let reply = ask_driver(
+        &mut greedy[0],
+        "RequestName",
+        &("org.telbus.Greedy.More", 0u32),
+    );
+    assert_eq!(error_name(&reply), None);
+    assert_eq!(user_figure(&mut observer, GREEDY_UID, "Names"), 6);
+    // The first connection (3 names) leaves: once their owners' changes are out, they are gone.
+    let rule = "type='signal',member='NameOwnerChanged',arg0namespace='org.telbus.Greedy'";
+    assert_eq!(
+        error_name(&ask_driver(&mut observer, "AddMatch", &(rule,))),
+        None
+    );
+    drop(greedy.remove(0));
+    let mut released = Vec::new();
+    observer.read_until(|m| {
+        if m.header().member().map(|m| m.as_str()) == Some("NameOwnerChanged") {
+            let (name, _old, new): (String, String, String) = m.body().deserialize().unwrap();
+            if new.is_empty() {
+                released.push(name);
+            }
+        }
+        released.len() == 3
+    });
+    released.sort();
+    assert_eq!(
+        released,
+        [
+            "org.telbus.Greedy.C0N0",
+            "org.telbus.Greedy.C0N1",
+            "org.telbus.Greedy.More"
+        ]
+    );
+    assert_eq!(user_figure(&mut observer, GREEDY_UID, "Names"), 3);
+    let reply = ask_driver(
+        &mut greedy[0],
+        "RequestName",
+        &("org.telbus.Greedy.Again", 0u32),
+    );
+    assert_eq!(error_name(&reply), None);
+    bus.assert_alive();
+}
+
+#[test]
+fn a_user_over_max_match_rules_per_user_is_refused_and_other_users_are_not() {
+    let bus = bus_with_per_user_counts();
+    let mut observer = RawClient::connect(&bus);
+    let mut greedy: Vec<RawClient> = (0..3)
+        .map(|_| RawClient::connect_as(&bus, GREEDY_UID))
+        .collect();
+    let rule = |c: usize, n: usize| format!("type='signal',member='Greedy{c}x{n}'");
+    for (c, client) in greedy.iter_mut().enumerate() {
+        for n in 0..2 {
+            let reply = ask_driver(client, "AddMatch", &(rule(c, n).as_str(),));
+            assert_eq!(error_name(&reply), None);
+        }
+    }
+    assert_eq!(user_figure(&mut observer, GREEDY_UID, "MatchRules"), 6);
+
+    // Each connection has 2 of its 10 rules, but the user has its 6.
+    for client in &mut greedy {
+        let reply = ask_driver(client, "AddMatch", &("type='signal',member='More'",));
+        assert_eq!(error_name(&reply).as_deref(), Some(LIMITS_EXCEEDED));
+        let text: String = reply.body().deserialize().unwrap();
+        assert!(text.contains("max_match_rules_per_user=6"), "{text}");
+    }
+
+    // Another user still adds a match, and it works: it gets the signal it asked for.
+    let mut innocent = RawClient::connect_as(&bus, INNOCENT_UID);
+    let reply = ask_driver(&mut innocent, "AddMatch", &("type='signal',member='Wave'",));
+    assert_eq!(error_name(&reply), None);
+    assert_eq!(user_figure(&mut observer, INNOCENT_UID, "MatchRules"), 1);
+    send_signal(&mut observer, &innocent.unique_name.clone(), 7, 16);
+    let got = innocent.read_until(|m| m.header().member().map(|m| m.as_str()) == Some("Wave"));
+    assert_eq!(numbers_from(&got, &observer.unique_name, "Wave"), [7]);
+
+    // Removing a rule, or leaving, gives the user its room back.
+    let reply = ask_driver(&mut greedy[1], "RemoveMatch", &(rule(1, 0).as_str(),));
+    assert_eq!(error_name(&reply), None);
+    assert_eq!(user_figure(&mut observer, GREEDY_UID, "MatchRules"), 5);
+    let reply = ask_driver(
+        &mut greedy[0],
+        "AddMatch",
+        &("type='signal',member='More'",),
+    );
+    assert_eq!(error_name(&reply), None);
+    // A connection that leaves takes its rules: the bus has forgotten them once its unique
+    // name's NameOwnerChanged is out.
+    let gone = greedy[0].unique_name.clone();
+    let watch = format!("type='signal',member='NameOwnerChanged',arg0='{gone}'");
+    assert_eq!(
+        error_name(&ask_driver(&mut observer, "AddMatch", &(watch.as_str(),))),
+        None
+    );
+    drop(greedy.remove(0));
+    observer.read_until(|m| m.header().member().map(|m| m.as_str()) == Some("NameOwnerChanged"));
+    assert_eq!(user_figure(&mut observer, GREEDY_UID, "MatchRules"), 3);
+    let reply = ask_driver(
+        &mut greedy[0],
+        "AddMatch",
+        &("type='signal',member='Again'",),
+    );
+    assert_eq!(error_name(&reply), None);
+    bus.assert_alive();
+}
+
+#[test]
+fn a_user_over_max_replies_per_user_is_refused_and_other_users_are_not() {
+    let bus = bus_with_per_user_counts();
+    let mut observer = RawClient::connect(&bus);
+    // A service that answers only when told to.
+    let mut callee = RawClient::connect(&bus);
+    let to = callee.unique_name.clone();
+    let mut greedy: Vec<RawClient> = (0..3)
+        .map(|_| RawClient::connect_as(&bus, GREEDY_UID))
+        .collect();
+    for (c, client) in greedy.iter_mut().enumerate() {
+        for n in 0..2 {
+            send_call(client, &to, (c * 2 + n) as u32, 16);
+        }
+        assert!(sync(client).iter().all(|m| error_name(m).is_none()));
+    }
+    let calls: Vec<Message> = callee
+        .read_until(|m| is_take(m, 5))
+        .into_iter()
+        .filter(|m| m.header().member().map(|m| m.as_str()) == Some("Take"))
+        .collect();
+    assert_eq!(calls.len(), 6);
+    assert_eq!(user_figure(&mut observer, GREEDY_UID, "PendingReplies"), 6);
+
+    // Each connection waits for 2 of its 10 replies, but the user for its 6.
+    for client in &mut greedy {
+        let serial = send_call(client, &to, 100, 16);
+        let answers = sync(client);
+        let refusal = answers
+            .iter()
+            .find(|m| is_reply_to(m, serial))
+            .expect("the call over the limit is answered at once");
+        assert_eq!(error_name(refusal).as_deref(), Some(LIMITS_EXCEEDED));
+        let text: String = refusal.body().deserialize().unwrap();
+        assert!(text.contains(&format!("UID {GREEDY_UID}")), "{text}");
+    }
+    // A call that wants no reply is not counted, and goes through.
+    let no_reply = Message::method_call(PATH, "Take")
+        .destination(to.clone())
+        .interface(INTERFACE)
+        .with_flags(zbus::message::Flags::NO_REPLY_EXPECTED);
+    greedy[0].send(no_reply, &(200u32, payload(200, 16)));
+
+    // Another user's call still goes through, and gets its reply.
+    let mut innocent = RawClient::connect_as(&bus, INNOCENT_UID);
+    let serial = send_call(&mut innocent, &to, 300, 16);
+    let got = callee.read_until(|m| is_take(m, 300));
+    assert_eq!(numbers_from(&got, &greedy[0].unique_name, "Take"), [200]);
+    let call = got.last().unwrap();
+    assert_eq!(
+        user_figure(&mut observer, INNOCENT_UID, "PendingReplies"),
+        1
+    );
+    let reply = Message::method_return(&call.header());
+    callee.send(reply, &());
+    let answer = innocent.read_reply_to(serial);
+    assert_eq!(error_name(&answer), None);
+    assert_eq!(
+        user_figure(&mut observer, INNOCENT_UID, "PendingReplies"),
+        0
+    );
+
+    // A reply gives the user room for one more call; a caller that leaves gives back its own.
+    let first = &calls[0];
+    callee.send(Message::method_return(&first.header()), &());
+    let caller = first.header().sender().unwrap().to_string();
+    let owner = greedy.iter().position(|g| g.unique_name == caller).unwrap();
+    greedy[owner].read_reply_to(first.header().primary().serial_num().get());
+    assert_eq!(user_figure(&mut observer, GREEDY_UID, "PendingReplies"), 5);
+    let watch = format!(
+        "type='signal',member='NameOwnerChanged',arg0='{}'",
+        greedy[owner].unique_name
+    );
+    assert_eq!(
+        error_name(&ask_driver(&mut observer, "AddMatch", &(watch.as_str(),))),
+        None
+    );
+    drop(greedy.remove(owner));
+    observer.read_until(|m| m.header().member().map(|m| m.as_str()) == Some("NameOwnerChanged"));
+    assert_eq!(user_figure(&mut observer, GREEDY_UID, "PendingReplies"), 4);
+    let serial = send_call(&mut greedy[0], &to, 400, 16);
+    let answers = sync(&mut greedy[0]);
+    assert!(
+        !answers.iter().any(|m| is_reply_to(m, serial)),
+        "{answers:?}"
+    );
+    assert_eq!(user_figure(&mut observer, GREEDY_UID, "PendingReplies"), 5);
+    bus.assert_alive();
+}
