@@ -123,6 +123,8 @@ impl Bus {
             }
         }
         let expects_reply = route.msg_type == Type::MethodCall && !route.no_reply_expected;
+        // The caller's user, looked up once, for max_replies_per_user.
+        let mut caller_user = None;
         if expects_reply {
             let limit = self.config.limits.max_replies_per_connection;
             if self.replies.waiting(from) as u64 >= limit {
@@ -150,6 +152,7 @@ impl Bus {
                 self.send_error(from, &header, LIMITS_EXCEEDED, &text);
                 return;
             }
+            caller_user = Some(user);
         }
         if route.unix_fds > 0 && !self.peers.get(&to).is_some_and(|p| p.unix_fds) {
             self.send_error(
@@ -166,7 +169,7 @@ impl Bus {
         }
         match self.enqueue(to, msg.clone()) {
             Ok(()) => {
-                if expects_reply {
+                if let Some(user) = caller_user {
                     let deadline = self
                         .config
                         .limits
@@ -176,10 +179,6 @@ impl Bus {
                         caller: from,
                         serial: route.serial,
                     };
-                    let user = self
-                        .peers
-                        .get(&from)
-                        .map_or(crate::quota::BUS_ACTOR, |p| p.quota_user());
                     self.replies.expect(key, to, user, deadline);
                 }
             }
