@@ -487,6 +487,15 @@ impl Bus {
             warn!("{text}");
             return Err(err(LIMITS_EXCEEDED, text));
         }
+        let user = self.user_of(from);
+        let limit = self.config.limits.max_names_per_user;
+        if !already && self.user_total(user, |id| self.names.claims_of(id)) as u64 >= limit {
+            let text = format!(
+                "Connection \"{me}\" is not allowed to own more services: the connections of UID {user} own or wait for {limit} (increase limits in configuration file if required; max_names_per_user={limit})"
+            );
+            warn!("{text}");
+            return Err(err(LIMITS_EXCEEDED, text));
+        }
         let (code, change) = self.names.request(name, from, flags);
         self.note_peaks(from);
         if let Some(change) = change {
@@ -611,9 +620,36 @@ impl Bus {
             warn!("{text}");
             return Err(err(LIMITS_EXCEEDED, text));
         }
+        let user = self.user_of(from);
+        let limit = self.config.limits.max_match_rules_per_user;
+        if self.user_total(user, |id| self.matches.rule_count(id)) as u64 >= limit {
+            let text = format!(
+                "Connection \"{}\" is not allowed to add more match rules: the connections of UID {user} have {limit} (increase limits in configuration file if required; max_match_rules_per_user={limit})",
+                unique_name(from)
+            );
+            warn!("{text}");
+            return Err(err(LIMITS_EXCEEDED, text));
+        }
         self.matches.add(from, rule);
         self.note_peaks(from);
         Ok(())
+    }
+
+    /// The user a connection's names, match rules and pending calls are accounted to.
+    fn user_of(&self, conn: ConnId) -> u32 {
+        self.peers
+            .get(&conn)
+            .map_or(crate::quota::BUS_ACTOR, |p| p.quota_user())
+    }
+
+    /// `count` summed over the connections of `user`. Counted when asked (only RequestName and
+    /// AddMatch ask), so it is exact whatever adds, removes or disconnects happened since.
+    pub fn user_total(&self, user: u32, count: impl Fn(ConnId) -> usize) -> usize {
+        self.peers
+            .values()
+            .filter(|p| p.quota_user() == user)
+            .map(|p| count(p.id))
+            .sum()
     }
 
     fn remove_match(&mut self, from: ConnId, text: &str) -> Result<(), DriverError> {

@@ -15,6 +15,8 @@ pub struct CallKey {
 
 struct Pending {
     callee: ConnId,
+    /// The caller's user, whose max_replies_per_user this call counts against.
+    caller_user: u32,
     deadline: Option<Instant>,
 }
 
@@ -25,6 +27,8 @@ pub struct ReplyTracker {
     by_callee: HashMap<ConnId, Vec<CallKey>>,
     /// Calls each caller waits on, for max_replies_per_connection and its disconnect.
     by_caller: HashMap<ConnId, usize>,
+    /// Calls each user's connections wait on, for max_replies_per_user.
+    by_user: HashMap<u32, usize>,
     /// Deadlines, earliest first.
     deadlines: BTreeSet<(Instant, CallKey)>,
 }
@@ -35,19 +39,41 @@ impl ReplyTracker {
         self.by_caller.get(&caller).copied().unwrap_or(0)
     }
 
+    /// How many replies the connections of `user` are waiting for, in all.
+    pub fn waiting_for_user(&self, user: u32) -> usize {
+        self.by_user.get(&user).copied().unwrap_or(0)
+    }
+
+    /// Each user with calls waiting, and how many.
+    pub fn users(&self) -> impl Iterator<Item = (u32, usize)> + '_ {
+        self.by_user.iter().map(|(u, n)| (*u, *n))
+    }
+
     #[cfg(test)]
     pub fn total(&self) -> usize {
         self.pending.len()
     }
 
-    pub fn expect(&mut self, key: CallKey, callee: ConnId, deadline: Option<Instant>) {
-        if let Some(old) = self.pending.insert(key, Pending { callee, deadline }) {
+    pub fn expect(
+        &mut self,
+        key: CallKey,
+        callee: ConnId,
+        caller_user: u32,
+        deadline: Option<Instant>,
+    ) {
+        let pending = Pending {
+            callee,
+            caller_user,
+            deadline,
+        };
+        if let Some(old) = self.pending.insert(key, pending) {
             // A caller reused a serial while its first call is still pending: the new call
             // replaces it, as in dbus-daemon.
             self.unlink(key, &old);
         }
         self.by_callee.entry(callee).or_default().push(key);
         *self.by_caller.entry(key.caller).or_default() += 1;
+        *self.by_user.entry(caller_user).or_default() += 1;
         if let Some(at) = deadline {
             self.deadlines.insert((at, key));
         }
@@ -66,6 +92,12 @@ impl ReplyTracker {
             *n -= 1;
             if *n == 0 {
                 self.by_caller.remove(&key.caller);
+            }
+        }
+        if let Some(n) = self.by_user.get_mut(&pending.caller_user) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_user.remove(&pending.caller_user);
             }
         }
         if let Some(at) = pending.deadline {
@@ -137,6 +169,9 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// The test callers' users: one per caller.
+    const USER: u32 = 1000;
+
     fn key(caller: ConnId, serial: u32) -> CallKey {
         CallKey { caller, serial }
     }
@@ -144,7 +179,7 @@ mod tests {
     #[test]
     fn only_the_callee_answers_and_only_once() {
         let mut t = ReplyTracker::default();
-        t.expect(key(1, 5), 2, None);
+        t.expect(key(1, 5), 2, USER + 1, None);
         assert_eq!(t.waiting(1), 1);
         assert!(!t.take(key(1, 5), 3));
         assert!(t.take(key(1, 5), 2));
@@ -156,9 +191,9 @@ mod tests {
     #[test]
     fn a_callee_that_leaves_owes_no_replies() {
         let mut t = ReplyTracker::default();
-        t.expect(key(1, 5), 2, None);
-        t.expect(key(3, 9), 2, None);
-        t.expect(key(2, 1), 1, None);
+        t.expect(key(1, 5), 2, USER + 1, None);
+        t.expect(key(3, 9), 2, USER + 3, None);
+        t.expect(key(2, 1), 1, USER + 2, None);
         let mut owed = t.remove_connection(2);
         owed.sort();
         assert_eq!(owed, vec![key(1, 5), key(3, 9)]);
@@ -170,9 +205,9 @@ mod tests {
     fn deadlines_expire_in_order() {
         let mut t = ReplyTracker::default();
         let now = Instant::now();
-        t.expect(key(1, 1), 2, Some(now + Duration::from_secs(2)));
-        t.expect(key(1, 2), 2, Some(now + Duration::from_secs(1)));
-        t.expect(key(1, 3), 2, None);
+        t.expect(key(1, 1), 2, USER + 1, Some(now + Duration::from_secs(2)));
+        t.expect(key(1, 2), 2, USER + 1, Some(now + Duration::from_secs(1)));
+        t.expect(key(1, 3), 2, USER + 1, None);
         assert_eq!(t.next_deadline(), Some(now + Duration::from_secs(1)));
         assert_eq!(t.expire(now), vec![]);
         assert_eq!(
@@ -181,5 +216,25 @@ mod tests {
         );
         assert_eq!(t.total(), 1);
         assert!(t.next_deadline().is_none());
+    }
+
+    #[test]
+    fn a_users_calls_are_counted_over_its_connections() {
+        let mut t = ReplyTracker::default();
+        t.expect(key(1, 1), 9, USER, None);
+        t.expect(key(2, 1), 9, USER, None);
+        t.expect(key(2, 2), 3, USER, None);
+        // A reused serial replaces the call: still one.
+        t.expect(key(2, 2), 9, USER, None);
+        t.expect(key(4, 1), 9, USER + 4, None);
+        assert_eq!(t.waiting_for_user(USER), 3);
+        assert!(t.take(key(1, 1), 9));
+        assert_eq!(t.waiting_for_user(USER), 2);
+        // The caller leaves: its calls are forgotten; the callee leaves: the others are.
+        t.remove_connection(2);
+        assert_eq!(t.waiting_for_user(USER), 0);
+        assert_eq!(t.waiting_for_user(USER + 4), 1);
+        t.remove_connection(9);
+        assert_eq!(t.users().count(), 0);
     }
 }

@@ -123,6 +123,8 @@ impl Bus {
             }
         }
         let expects_reply = route.msg_type == Type::MethodCall && !route.no_reply_expected;
+        // The caller's user, looked up once, for max_replies_per_user.
+        let mut caller_user = None;
         if expects_reply {
             let limit = self.config.limits.max_replies_per_connection;
             if self.replies.waiting(from) as u64 >= limit {
@@ -134,6 +136,23 @@ impl Bus {
                 );
                 return;
             }
+            let user = self
+                .peers
+                .get(&from)
+                .map_or(crate::quota::BUS_ACTOR, |p| p.quota_user());
+            let limit = self.config.limits.max_replies_per_user;
+            if self.replies.waiting_for_user(user) as u64 >= limit {
+                let text = format!(
+                    "The maximum number of pending replies for UID {user} has been reached"
+                );
+                warn!(
+                    "{text} (max_replies_per_user={limit}): a call from {} was refused",
+                    unique_name(from)
+                );
+                self.send_error(from, &header, LIMITS_EXCEEDED, &text);
+                return;
+            }
+            caller_user = Some(user);
         }
         if route.unix_fds > 0 && !self.peers.get(&to).is_some_and(|p| p.unix_fds) {
             self.send_error(
@@ -161,7 +180,7 @@ impl Bus {
         }
         match self.enqueue(to, msg.clone()) {
             Ok(()) => {
-                if expects_reply {
+                if let Some(user) = caller_user {
                     let deadline = self
                         .config
                         .limits
@@ -171,7 +190,7 @@ impl Bus {
                         caller: from,
                         serial: route.serial,
                     };
-                    self.replies.expect(key, to, deadline);
+                    self.replies.expect(key, to, user, deadline);
                 }
             }
             Err(full) => {

@@ -89,7 +89,8 @@ impl Bus {
     /// `Users` (telbus's own key): for each uid with a connection or something queued, what
     /// waits for delivery to its connections (`QueuedBytes`, `QueuedFDs`, `QueuedMessages`),
     /// what it sent that waits (`SentBytes`, `SentFDs`, `SentMessages`), how many users hold
-    /// part of its quota (`Senders`) and its `Connections`.
+    /// part of its quota (`Senders`), its `Connections`, and what those hold in all: `Names`
+    /// owned or queued for, `MatchRules`, and `PendingReplies` (calls waiting for a reply).
     fn user_stats(&self) -> HashMap<u32, HashMap<&'static str, u32>> {
         let u = |n: usize| n.min(u32::MAX as usize) as u32;
         let mut users: HashMap<u32, HashMap<&'static str, u32>> = HashMap::new();
@@ -99,6 +100,14 @@ impl Bus {
                 .or_default()
                 .entry("Connections")
                 .or_default() += 1;
+        }
+        for peer in self.peers.values() {
+            let figures = users.entry(peer.quota_user()).or_default();
+            *figures.entry("Names").or_default() += u(self.names.claims_of(peer.id));
+            *figures.entry("MatchRules").or_default() += u(self.matches.rule_count(peer.id));
+        }
+        for (uid, n) in self.replies.users() {
+            users.entry(uid).or_default().insert("PendingReplies", u(n));
         }
         for (uid, f) in self.quotas.figures() {
             if uid == crate::quota::BUS_ACTOR {
@@ -124,6 +133,9 @@ impl Bus {
                 "SentFDs",
                 "SentMessages",
                 "Senders",
+                "Names",
+                "MatchRules",
+                "PendingReplies",
             ] {
                 figures.entry(key).or_insert(0);
             }

@@ -32,6 +32,11 @@ pub struct Limits {
     pub max_queued_bytes_per_user: u64,
     /// The same for file descriptors.
     pub max_queued_unix_fds_per_user: u64,
+    /// telbus's per-user limits on what a user's connections hold in all: well-known names
+    /// owned or queued for, match rules, and method calls waiting for their replies.
+    pub max_names_per_user: u64,
+    pub max_match_rules_per_user: u64,
+    pub max_replies_per_user: u64,
     /// The app-container limits (org.freedesktop.DBus.Containers1): accepted and kept.
     pub max_containers: u64,
     pub max_containers_per_user: u64,
@@ -68,6 +73,9 @@ impl Default for Limits {
             reply_timeout: None,
             max_queued_bytes_per_user: 512 * MEGABYTE,
             max_queued_unix_fds_per_user: 4096,
+            max_names_per_user: 16 * 1024,
+            max_match_rules_per_user: 16 * 1024,
+            max_replies_per_user: 16 * 1024,
             max_containers: 512,
             max_containers_per_user: 16,
             max_container_metadata_bytes: 4096,
@@ -88,7 +96,7 @@ enum Slot<'a> {
 
 impl Limits {
     /// The names `<limit name>` accepts.
-    pub const NAMES: [&'static str; 23] = [
+    pub const NAMES: [&'static str; 26] = [
         "max_incoming_bytes",
         "max_incoming_unix_fds",
         "max_outgoing_bytes",
@@ -108,6 +116,9 @@ impl Limits {
         "max_replies_per_connection",
         "max_queued_bytes_per_user",
         "max_queued_unix_fds_per_user",
+        "max_names_per_user",
+        "max_match_rules_per_user",
+        "max_replies_per_user",
         "max_containers",
         "max_containers_per_user",
         "max_container_metadata_bytes",
@@ -142,6 +153,9 @@ impl Limits {
             "max_replies_per_connection" => Slot::Int(&mut self.max_replies_per_connection),
             "max_queued_bytes_per_user" => Slot::Wide(&mut self.max_queued_bytes_per_user),
             "max_queued_unix_fds_per_user" => Slot::Wide(&mut self.max_queued_unix_fds_per_user),
+            "max_names_per_user" => Slot::Int(&mut self.max_names_per_user),
+            "max_match_rules_per_user" => Slot::Int(&mut self.max_match_rules_per_user),
+            "max_replies_per_user" => Slot::Int(&mut self.max_replies_per_user),
             "max_containers" => Slot::Int(&mut self.max_containers),
             "max_containers_per_user" => Slot::Int(&mut self.max_containers_per_user),
             "max_container_metadata_bytes" => Slot::Int(&mut self.max_container_metadata_bytes),

@@ -44,6 +44,12 @@ fn defaults_are_dbus_daemons() {
     assert_eq!(l.max_containers_per_user, 16);
     assert_eq!(l.max_container_metadata_bytes, 4096);
     assert_eq!(l.max_connections_per_container, 8);
+    // telbus's own.
+    assert_eq!(l.max_queued_bytes_per_user, 512 * 1024 * 1024);
+    assert_eq!(l.max_queued_unix_fds_per_user, 4096);
+    assert_eq!(l.max_names_per_user, 16384);
+    assert_eq!(l.max_match_rules_per_user, 16384);
+    assert_eq!(l.max_replies_per_user, 16384);
 }
 
 #[test]
@@ -70,6 +76,11 @@ fn every_limit_can_be_set() {
             "max_names_per_connection" => l.max_names_per_connection == value,
             "max_match_rules_per_connection" => l.max_match_rules_per_connection == value,
             "max_replies_per_connection" => l.max_replies_per_connection == value,
+            "max_queued_bytes_per_user" => l.max_queued_bytes_per_user == value,
+            "max_queued_unix_fds_per_user" => l.max_queued_unix_fds_per_user == value,
+            "max_names_per_user" => l.max_names_per_user == value,
+            "max_match_rules_per_user" => l.max_match_rules_per_user == value,
+            "max_replies_per_user" => l.max_replies_per_user == value,
             "max_containers" => l.max_containers == value,
             "max_containers_per_user" => l.max_containers_per_user == value,
             "max_container_metadata_bytes" => l.max_container_metadata_bytes == value,
@@ -123,7 +134,8 @@ fn negative_and_too_large_values_are_refused() {
             "{e}"
         );
     }
-    // Byte and fd counts are C longs in dbus-daemon; the rest are ints.
+    // Byte and fd counts are C longs in dbus-daemon; the rest are ints. telbus's per-user
+    // byte and fd quotas are wide too; its per-user counts are ints.
     let wide = [
         "max_incoming_bytes",
         "max_incoming_unix_fds",
@@ -131,6 +143,8 @@ fn negative_and_too_large_values_are_refused() {
         "max_outgoing_unix_fds",
         "max_message_size",
         "max_message_unix_fds",
+        "max_queued_bytes_per_user",
+        "max_queued_unix_fds_per_user",
     ];
     for name in Limits::NAMES {
         let result = with_limit(name, "2147483648");

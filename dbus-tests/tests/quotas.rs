@@ -5,8 +5,15 @@
 //! The clients of other users are made by switching a helper thread's credentials around its
 //! `connect()` (the tests run as root). A receiver that "does not read" still has its kernel
 //! socket buffer filled by the bus first; the floods below are sized well past that.
+//!
+//! Against dbus-daemon (`TELBUS_TEST_DAEMON=/usr/bin/dbus-daemon`) only the
+//! max_incomplete_connections test applies as it is: the per-user quotas (queued bytes and fds,
+//! names, match rules, pending replies) and their GetStats figures are telbusd's (dbus-broker's
+//! idea), and dbus-daemon holds a sender back over
+//! max_incoming_bytes too but does not count its queued messages in GetConnectionStats.
 
 use std::collections::HashMap;
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 
 use telbus_dbus_tests::{RawClient, TestBus, driver_call, socket_path};
@@ -92,6 +99,13 @@ fn numbers_from(messages: &[Message], from: &str, member: &str) -> Vec<u32> {
         .collect()
 }
 
+/// The numbers of the calls (numbered from 0, sent with `serials`) that were not `refused`.
+fn accepted_numbers(serials: &[u32], refused: &[u32]) -> Vec<u32> {
+    (0..serials.len() as u32)
+        .filter(|n| !refused.contains(&serials[*n as usize]))
+        .collect()
+}
+
 /// A Debug.Stats call.
 fn stats(
     client: &mut RawClient,
@@ -152,18 +166,14 @@ fn a_user_over_its_share_of_a_receivers_quota_is_refused_and_other_users_are_not
         answers.iter().filter(|m| error_name(m).is_some()).count() == refused.len(),
         "only LimitsExceeded errors: {answers:?}"
     );
-    let accepted = serials.len() - refused.len();
+    let accepted = accepted_numbers(&serials, &refused);
     assert!(
-        accepted > 0 && !refused.is_empty(),
-        "some calls queued, the rest refused ({accepted} accepted)"
-    );
-    assert_eq!(
-        refused,
-        serials[accepted..],
-        "refused from the first over the share on"
+        !accepted.is_empty() && !refused.is_empty(),
+        "some calls queued, others refused ({accepted:?} accepted)"
     );
     eprintln!(
-        "greedy user: {accepted} calls of 64 KiB queued, {} refused",
+        "greedy user: {} calls of 64 KiB queued, {} refused",
+        accepted.len(),
         refused.len()
     );
 
@@ -182,8 +192,8 @@ fn a_user_over_its_share_of_a_receivers_quota_is_refused_and_other_users_are_not
     let got = receiver.read_until(|m| {
         m.header().member().map(|m| m.as_str()) == Some("Take") && number_of(m) == 999
     });
-    let expected: Vec<u32> = (0..accepted as u32).collect();
-    assert_eq!(numbers_from(&got, &greedy.unique_name, "Take"), expected);
+    // Exactly the calls that were not refused arrive, in order.
+    assert_eq!(numbers_from(&got, &greedy.unique_name, "Take"), accepted);
     assert_eq!(
         numbers_from(&got, &innocent.unique_name, "Take"),
         [0, 1, 2, 3, 999]
@@ -393,5 +403,368 @@ fn get_stats_reports_what_waits_per_user() {
     assert_eq!(users[&GREEDY_UID]["SentMessages"], 0);
     assert_eq!(users[&GREEDY_UID]["SentBytes"], 0);
     assert_eq!(users[&0]["QueuedBytes"], 0);
+    bus.assert_alive();
+}
+
+/// The number a `(uhay)` call carries, after checking that its descriptor came with it and its
+/// payload is intact.
+fn fd_call_number(msg: &Message) -> u32 {
+    let body = msg.body();
+    let (n, _fd, bytes): (u32, zbus::Fd<'_>, Vec<u8>) =
+        body.deserialize().expect("a call with its descriptor");
+    assert_eq!(
+        bytes,
+        payload(n, bytes.len()),
+        "message {n} arrived damaged"
+    );
+    n
+}
+
+#[test]
+fn a_user_over_its_share_of_descriptors_is_refused_and_other_users_are_not() {
+    // 64 descriptors for what waits for root's connections: one sending user may hold 32.
+    let bus = bus_for_everyone(r#"<limit name="max_queued_unix_fds_per_user">64</limit>"#);
+    let mut receiver = RawClient::connect(&bus);
+    let to = receiver.unique_name.clone();
+    let mut greedy = RawClient::connect_as(&bus, GREEDY_UID);
+    let mut innocent = RawClient::connect_as(&bus, INNOCENT_UID);
+    let (pipe, _writer) = rustix::pipe::pipe().expect("a pipe");
+    let send = |client: &mut RawClient, n: u32| {
+        let builder = Message::method_call(PATH, "TakeFd")
+            .destination(to.clone())
+            .interface(INTERFACE);
+        // 8 KiB each as well: the receiver's socket buffer fills after a few dozen.
+        let body = (n, zbus::Fd::from(pipe.as_fd()), payload(n, 8 * 1024));
+        client.send_with_fds(builder, &body)
+    };
+
+    // Far more than the receiver's socket and greedy's share take.
+    let serials: Vec<u32> = (0..600).map(|n| send(&mut greedy, n)).collect();
+    let answers = sync(&mut greedy);
+    let refused: Vec<u32> = answers
+        .iter()
+        .filter(|m| error_name(m).as_deref() == Some(LIMITS_EXCEEDED))
+        .map(|m| m.header().reply_serial().unwrap().get())
+        .collect();
+    let accepted = accepted_numbers(&serials, &refused);
+    assert!(
+        !accepted.is_empty() && !refused.is_empty(),
+        "{accepted:?} accepted"
+    );
+    eprintln!(
+        "greedy user: {} calls with a descriptor queued, {} refused",
+        accepted.len(),
+        refused.len()
+    );
+
+    for n in 0..4 {
+        send(&mut innocent, n);
+    }
+    let answers = sync(&mut innocent);
+    assert!(
+        answers.iter().all(|m| error_name(m).is_none()),
+        "{answers:?}"
+    );
+    send(&mut innocent, 999);
+    let mut got = Vec::new();
+    loop {
+        let m = receiver
+            .read_message_with_fds()
+            .expect("the receiver gets its messages");
+        let last = m.header().member().map(|m| m.as_str()) == Some("TakeFd")
+            && m.header().sender().map(|s| s.as_str()) == Some(innocent.unique_name.as_str())
+            && fd_call_number(&m) == 999;
+        got.push(m);
+        if last {
+            break;
+        }
+    }
+    let numbers = |from: &str| -> Vec<u32> {
+        got.iter()
+            .filter(|m| m.header().sender().map(|s| s.as_str()) == Some(from))
+            .filter(|m| m.header().member().map(|m| m.as_str()) == Some("TakeFd"))
+            .map(fd_call_number)
+            .collect()
+    };
+    assert_eq!(numbers(&greedy.unique_name), accepted);
+    assert_eq!(numbers(&innocent.unique_name), [0, 1, 2, 3, 999]);
+    bus.assert_alive();
+}
+
+/// A bus where each connection may hold 10 names, match rules or pending calls, and each user
+/// 6: a user spread over 3 connections of 2 each reaches its own limit first.
+fn bus_with_per_user_counts() -> TestBus {
+    bus_for_everyone(
+        r#"<policy context="default"><allow own="*"/></policy>
+<limit name="max_names_per_connection">10</limit>
+<limit name="max_match_rules_per_connection">10</limit>
+<limit name="max_replies_per_connection">10</limit>
+<limit name="max_names_per_user">6</limit>
+<limit name="max_match_rules_per_user">6</limit>
+<limit name="max_replies_per_user">6</limit>"#,
+    )
+}
+
+/// Calls a bus driver method and returns its reply (or error).
+fn ask_driver<B>(client: &mut RawClient, member: &'static str, body: &B) -> Message
+where
+    B: serde::Serialize + zbus::DynamicType,
+{
+    let serial = client.send(driver_call(member), body);
+    client.read_reply_to(serial)
+}
+
+/// Whether `msg` is the test call numbered `n`.
+fn is_take(msg: &Message, n: u32) -> bool {
+    msg.header().member().map(|m| m.as_str()) == Some("Take") && number_of(msg) == n
+}
+
+/// The `Users` figure `key` of `uid` (0 when the user has none).
+fn user_figure(observer: &mut RawClient, uid: u32, key: &str) -> u32 {
+    let users = user_stats(&stats(observer, "GetStats", None));
+    users
+        .get(&uid)
+        .and_then(|f| f.get(key).copied())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_user_over_max_names_per_user_is_refused_and_other_users_are_not() {
+    let bus = bus_with_per_user_counts();
+    let mut observer = RawClient::connect(&bus);
+    let mut greedy: Vec<RawClient> = (0..3)
+        .map(|_| RawClient::connect_as(&bus, GREEDY_UID))
+        .collect();
+    for (c, client) in greedy.iter_mut().enumerate() {
+        for n in 0..2 {
+            let name = format!("org.telbus.Greedy.C{c}N{n}");
+            let reply = ask_driver(client, "RequestName", &(name.as_str(), 0u32));
+            assert_eq!(error_name(&reply), None, "{name}");
+        }
+    }
+    assert_eq!(user_figure(&mut observer, GREEDY_UID, "Names"), 6);
+
+    // Each connection owns 2 of its 10, but the user has its 6.
+    let reply = ask_driver(
+        &mut greedy[0],
+        "RequestName",
+        &("org.telbus.Greedy.More", 0u32),
+    );
+    assert_eq!(error_name(&reply).as_deref(), Some(LIMITS_EXCEEDED));
+    let text: String = reply.body().deserialize().unwrap();
+    assert!(text.contains("max_names_per_user=6"), "{text}");
+    // Queueing for a name counts too.
+    let reply = ask_driver(
+        &mut greedy[1],
+        "RequestName",
+        &("org.telbus.Greedy.C0N0", 0u32),
+    );
+    assert_eq!(error_name(&reply).as_deref(), Some(LIMITS_EXCEEDED));
+
+    // Another user still gets a name.
+    let mut innocent = RawClient::connect_as(&bus, INNOCENT_UID);
+    let reply = ask_driver(&mut innocent, "RequestName", &("org.telbus.Innocent", 0u32));
+    assert_eq!(error_name(&reply), None);
+    let code: u32 = reply.body().deserialize().unwrap();
+    assert_eq!(code, 1, "primary owner");
+    assert_eq!(user_figure(&mut observer, INNOCENT_UID, "Names"), 1);
+
+    // Releasing a name, or leaving, gives the user its room back.
+    let reply = ask_driver(&mut greedy[2], "ReleaseName", &("org.telbus.Greedy.C2N0",));
+    assert_eq!(error_name(&reply), None);
+    assert_eq!(user_figure(&mut observer, GREEDY_UID, "Names"), 5);
+    let reply = ask_driver(
+        &mut greedy[0],
+        "RequestName",
+        &("org.telbus.Greedy.More", 0u32),
+    );
+    assert_eq!(error_name(&reply), None);
+    assert_eq!(user_figure(&mut observer, GREEDY_UID, "Names"), 6);
+    // The first connection (3 names) leaves: once their owners' changes are out, they are gone.
+    let rule = "type='signal',member='NameOwnerChanged',arg0namespace='org.telbus.Greedy'";
+    assert_eq!(
+        error_name(&ask_driver(&mut observer, "AddMatch", &(rule,))),
+        None
+    );
+    drop(greedy.remove(0));
+    let mut released = Vec::new();
+    observer.read_until(|m| {
+        if m.header().member().map(|m| m.as_str()) == Some("NameOwnerChanged") {
+            let (name, _old, new): (String, String, String) = m.body().deserialize().unwrap();
+            if new.is_empty() {
+                released.push(name);
+            }
+        }
+        released.len() == 3
+    });
+    released.sort();
+    assert_eq!(
+        released,
+        [
+            "org.telbus.Greedy.C0N0",
+            "org.telbus.Greedy.C0N1",
+            "org.telbus.Greedy.More"
+        ]
+    );
+    assert_eq!(user_figure(&mut observer, GREEDY_UID, "Names"), 3);
+    let reply = ask_driver(
+        &mut greedy[0],
+        "RequestName",
+        &("org.telbus.Greedy.Again", 0u32),
+    );
+    assert_eq!(error_name(&reply), None);
+    bus.assert_alive();
+}
+
+#[test]
+fn a_user_over_max_match_rules_per_user_is_refused_and_other_users_are_not() {
+    let bus = bus_with_per_user_counts();
+    let mut observer = RawClient::connect(&bus);
+    let mut greedy: Vec<RawClient> = (0..3)
+        .map(|_| RawClient::connect_as(&bus, GREEDY_UID))
+        .collect();
+    let rule = |c: usize, n: usize| format!("type='signal',member='Greedy{c}x{n}'");
+    for (c, client) in greedy.iter_mut().enumerate() {
+        for n in 0..2 {
+            let reply = ask_driver(client, "AddMatch", &(rule(c, n).as_str(),));
+            assert_eq!(error_name(&reply), None);
+        }
+    }
+    assert_eq!(user_figure(&mut observer, GREEDY_UID, "MatchRules"), 6);
+
+    // Each connection has 2 of its 10 rules, but the user has its 6.
+    for client in &mut greedy {
+        let reply = ask_driver(client, "AddMatch", &("type='signal',member='More'",));
+        assert_eq!(error_name(&reply).as_deref(), Some(LIMITS_EXCEEDED));
+        let text: String = reply.body().deserialize().unwrap();
+        assert!(text.contains("max_match_rules_per_user=6"), "{text}");
+    }
+
+    // Another user still adds a match, and it works: it gets the signal it asked for.
+    let mut innocent = RawClient::connect_as(&bus, INNOCENT_UID);
+    let reply = ask_driver(&mut innocent, "AddMatch", &("type='signal',member='Wave'",));
+    assert_eq!(error_name(&reply), None);
+    assert_eq!(user_figure(&mut observer, INNOCENT_UID, "MatchRules"), 1);
+    send_signal(&mut observer, &innocent.unique_name.clone(), 7, 16);
+    let got = innocent.read_until(|m| m.header().member().map(|m| m.as_str()) == Some("Wave"));
+    assert_eq!(numbers_from(&got, &observer.unique_name, "Wave"), [7]);
+
+    // Removing a rule, or leaving, gives the user its room back.
+    let reply = ask_driver(&mut greedy[1], "RemoveMatch", &(rule(1, 0).as_str(),));
+    assert_eq!(error_name(&reply), None);
+    assert_eq!(user_figure(&mut observer, GREEDY_UID, "MatchRules"), 5);
+    let reply = ask_driver(
+        &mut greedy[0],
+        "AddMatch",
+        &("type='signal',member='More'",),
+    );
+    assert_eq!(error_name(&reply), None);
+    // A connection that leaves takes its rules: the bus has forgotten them once its unique
+    // name's NameOwnerChanged is out.
+    let gone = greedy[0].unique_name.clone();
+    let watch = format!("type='signal',member='NameOwnerChanged',arg0='{gone}'");
+    assert_eq!(
+        error_name(&ask_driver(&mut observer, "AddMatch", &(watch.as_str(),))),
+        None
+    );
+    drop(greedy.remove(0));
+    observer.read_until(|m| m.header().member().map(|m| m.as_str()) == Some("NameOwnerChanged"));
+    assert_eq!(user_figure(&mut observer, GREEDY_UID, "MatchRules"), 3);
+    let reply = ask_driver(
+        &mut greedy[0],
+        "AddMatch",
+        &("type='signal',member='Again'",),
+    );
+    assert_eq!(error_name(&reply), None);
+    bus.assert_alive();
+}
+
+#[test]
+fn a_user_over_max_replies_per_user_is_refused_and_other_users_are_not() {
+    let bus = bus_with_per_user_counts();
+    let mut observer = RawClient::connect(&bus);
+    // A service that answers only when told to.
+    let mut callee = RawClient::connect(&bus);
+    let to = callee.unique_name.clone();
+    let mut greedy: Vec<RawClient> = (0..3)
+        .map(|_| RawClient::connect_as(&bus, GREEDY_UID))
+        .collect();
+    for (c, client) in greedy.iter_mut().enumerate() {
+        for n in 0..2 {
+            send_call(client, &to, (c * 2 + n) as u32, 16);
+        }
+        assert!(sync(client).iter().all(|m| error_name(m).is_none()));
+    }
+    let calls: Vec<Message> = callee
+        .read_until(|m| is_take(m, 5))
+        .into_iter()
+        .filter(|m| m.header().member().map(|m| m.as_str()) == Some("Take"))
+        .collect();
+    assert_eq!(calls.len(), 6);
+    assert_eq!(user_figure(&mut observer, GREEDY_UID, "PendingReplies"), 6);
+
+    // Each connection waits for 2 of its 10 replies, but the user for its 6.
+    for client in &mut greedy {
+        let serial = send_call(client, &to, 100, 16);
+        let answers = sync(client);
+        let refusal = answers
+            .iter()
+            .find(|m| is_reply_to(m, serial))
+            .expect("the call over the limit is answered at once");
+        assert_eq!(error_name(refusal).as_deref(), Some(LIMITS_EXCEEDED));
+        let text: String = refusal.body().deserialize().unwrap();
+        assert!(text.contains(&format!("UID {GREEDY_UID}")), "{text}");
+    }
+    // A call that wants no reply is not counted, and goes through.
+    let no_reply = Message::method_call(PATH, "Take")
+        .destination(to.clone())
+        .interface(INTERFACE)
+        .with_flags(zbus::message::Flags::NO_REPLY_EXPECTED);
+    greedy[0].send(no_reply, &(200u32, payload(200, 16)));
+
+    // Another user's call still goes through, and gets its reply.
+    let mut innocent = RawClient::connect_as(&bus, INNOCENT_UID);
+    let serial = send_call(&mut innocent, &to, 300, 16);
+    let got = callee.read_until(|m| is_take(m, 300));
+    assert_eq!(numbers_from(&got, &greedy[0].unique_name, "Take"), [200]);
+    let call = got.last().unwrap();
+    assert_eq!(
+        user_figure(&mut observer, INNOCENT_UID, "PendingReplies"),
+        1
+    );
+    let reply = Message::method_return(&call.header());
+    callee.send(reply, &());
+    let answer = innocent.read_reply_to(serial);
+    assert_eq!(error_name(&answer), None);
+    assert_eq!(
+        user_figure(&mut observer, INNOCENT_UID, "PendingReplies"),
+        0
+    );
+
+    // A reply gives the user room for one more call; a caller that leaves gives back its own.
+    let first = &calls[0];
+    callee.send(Message::method_return(&first.header()), &());
+    let caller = first.header().sender().unwrap().to_string();
+    let owner = greedy.iter().position(|g| g.unique_name == caller).unwrap();
+    greedy[owner].read_reply_to(first.header().primary().serial_num().get());
+    assert_eq!(user_figure(&mut observer, GREEDY_UID, "PendingReplies"), 5);
+    let watch = format!(
+        "type='signal',member='NameOwnerChanged',arg0='{}'",
+        greedy[owner].unique_name
+    );
+    assert_eq!(
+        error_name(&ask_driver(&mut observer, "AddMatch", &(watch.as_str(),))),
+        None
+    );
+    drop(greedy.remove(owner));
+    observer.read_until(|m| m.header().member().map(|m| m.as_str()) == Some("NameOwnerChanged"));
+    assert_eq!(user_figure(&mut observer, GREEDY_UID, "PendingReplies"), 4);
+    let serial = send_call(&mut greedy[0], &to, 400, 16);
+    let answers = sync(&mut greedy[0]);
+    assert!(
+        !answers.iter().any(|m| is_reply_to(m, serial)),
+        "{answers:?}"
+    );
+    assert_eq!(user_figure(&mut observer, GREEDY_UID, "PendingReplies"), 5);
     bus.assert_alive();
 }

@@ -231,6 +231,87 @@ impl RawClient {
         stream
     }
 
+    /// Sends a message with the file descriptors its body holds (as SCM_RIGHTS), numbering
+    /// it; returns its serial.
+    pub fn send_with_fds<B>(&mut self, builder: Builder<'_>, body: &B) -> u32
+    where
+        B: serde::Serialize + zbus::DynamicType,
+    {
+        use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+        use std::os::fd::{AsFd, BorrowedFd};
+        self.serial += 1;
+        let msg = builder
+            .serial(NonZeroU32::new(self.serial).unwrap())
+            .build(body)
+            .expect("build a message");
+        let data = msg.data();
+        let fds: Vec<BorrowedFd<'_>> = data.fds().iter().map(|f| f.as_fd()).collect();
+        let mut space =
+            vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        assert!(control.push(SendAncillaryMessage::ScmRights(&fds)));
+        let sent = rustix::net::sendmsg(
+            &self.stream,
+            &[std::io::IoSlice::new(data.bytes())],
+            &mut control,
+            SendFlags::empty(),
+        )
+        .expect("sendmsg");
+        self.stream
+            .write_all(&data.bytes()[sent..])
+            .expect("write the rest of a message");
+        self.serial
+    }
+
+    /// Reads the next whole message with the file descriptors that came with it, or None at end
+    /// of stream or after the read timeout.
+    pub fn read_message_with_fds(&mut self) -> Option<Message> {
+        use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+        let mut fds: Vec<std::os::fd::OwnedFd> = Vec::new();
+        let mut space = vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(253))];
+        let mut fixed = [0u8; 16];
+        let mut got = 0;
+        // The descriptors come with the first bytes of their message.
+        while got < fixed.len() {
+            let mut control = RecvAncillaryBuffer::new(&mut space);
+            let received = rustix::net::recvmsg(
+                &self.stream,
+                &mut [std::io::IoSliceMut::new(&mut fixed[got..])],
+                &mut control,
+                RecvFlags::CMSG_CLOEXEC,
+            )
+            .ok()?
+            .bytes;
+            for message in control.drain() {
+                if let RecvAncillaryMessage::ScmRights(received_fds) = message {
+                    fds.extend(received_fds);
+                }
+            }
+            if received == 0 {
+                return None;
+            }
+            got += received;
+        }
+        let endian = match fixed[0] {
+            b'l' => Endian::Little,
+            b'B' => Endian::Big,
+            other => panic!("the bus sent endianness byte {other:#x}"),
+        };
+        let word = |at: usize| {
+            let bytes = [fixed[at], fixed[at + 1], fixed[at + 2], fixed[at + 3]];
+            match endian {
+                Endian::Little => u32::from_le_bytes(bytes),
+                Endian::Big => u32::from_be_bytes(bytes),
+            }
+        } as usize;
+        let header_len = (16 + word(12)).div_ceil(8) * 8;
+        let mut bytes = fixed.to_vec();
+        bytes.resize(header_len + word(4), 0);
+        self.stream.read_exact(&mut bytes[16..]).ok()?;
+        // SAFETY: as in read_message.
+        unsafe { Message::from_bytes(Data::new_fds(bytes, Context::new(endian, 0), fds)) }.ok()
+    }
+
     /// Reads messages until `stop` says one is the last wanted, returning them all.
     pub fn read_until(&mut self, mut stop: impl FnMut(&Message) -> bool) -> Vec<Message> {
         let mut got = Vec::new();
