@@ -131,6 +131,15 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Before listening: a bad bindings file stops the bus before anyone is told its address.
+    let telaf = match args.bindings.as_deref().map(crate::telaf::Telaf::load) {
+        None => None,
+        Some(Ok(telaf)) => Some(telaf),
+        Some(Err(e)) => {
+            eprintln!("Failed to start message bus: invalid bindings: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let guid = crate::random_hex();
     let addresses: Vec<String> = match &args.address {
         Some(a) => vec![a.clone()],
@@ -219,15 +228,7 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(file) = &args.bindings {
-        match crate::telaf::Telaf::load(file) {
-            Ok(telaf) => bus.telaf = Some(Box::new(telaf)),
-            Err(e) => {
-                eprintln!("Failed to start message bus: invalid bindings: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
-    }
+    bus.telaf = telaf.map(Box::new);
     bus.systemd_activation = args.systemd_activation;
     bus.address = printed_address.clone();
     bus.load_services();

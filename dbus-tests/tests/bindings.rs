@@ -499,3 +499,23 @@ fn broker1_is_introspectable_and_administration_is_for_root() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_bad_bindings_file_stops_telbusd_with_where_and_what() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.bindings");
+    std::fs::write(&file, "app x {\n  match colour=blue\n}\n").unwrap();
+    let out = std::process::Command::new(telbus_dbus_tests::daemon_path())
+        .args(["--session", "--nofork", "--print-address=1"])
+        .arg(format!("--bindings={}", file.display()))
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        .output()
+        .expect("run telbusd");
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "no address is printed");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{}:2:9: expected one of the keys uid, user, gid, group, exe, unit, label; found `colour`", file.display())),
+        "{stderr}"
+    );
+}
