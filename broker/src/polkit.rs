@@ -7,8 +7,9 @@
 //! polkitd asks the bus who that is). The answer comes back through a channel and a pipe the
 //! event loop watches; the held calls are then delivered, or refused with AccessDenied naming
 //! the action. A definite answer (authorized, or not authorized without a challenge) is kept
-//! per (connection, action) while the connection lives; failures and challenges are not, so
-//! the next call asks again.
+//! per (connection, action) while the connection lives, until polkit says its rules or actions
+//! changed (its `Changed` signal, which the worker listens for) or the configuration is
+//! reloaded; failures and challenges are not kept, so the next call asks again.
 //!
 //! Calls held for an answer wait in the order they came; a later call from the same
 //! connection that needs no polkit answer is not held behind them.
@@ -68,7 +69,7 @@ struct Held {
 /// The worker thread's ends of the channels.
 struct Worker {
     questions: async_mpsc::UnboundedSender<Question>,
-    answers: mpsc::Receiver<Answer>,
+    reports: mpsc::Receiver<Report>,
     wake: OwnedFd,
 }
 
@@ -89,7 +90,7 @@ impl Polkit {
         self.held.retain(|(id, _), _| *id != conn);
     }
 
-    /// Forget every answer (the configuration changed, so actions may mean other things).
+    /// Forget every answer (the configuration or polkit's rules changed).
     pub fn forget_answers(&mut self) {
         self.answers.clear();
     }
@@ -170,9 +171,15 @@ impl Bus {
         };
         let mut buf = [0u8; 64];
         while matches!(rustix::io::read(&worker.wake, &mut buf), Ok(1..)) {}
-        let answers: Vec<Answer> = worker.answers.try_iter().collect();
-        for answer in answers {
-            self.polkit_answered(answer);
+        let reports: Vec<Report> = worker.reports.try_iter().collect();
+        for report in reports {
+            match report {
+                Report::Answer(answer) => self.polkit_answered(answer),
+                Report::Changed => {
+                    info!("polkit's actions or rules changed: the answers kept are forgotten");
+                    self.polkit.forget_answers();
+                }
+            }
         }
     }
 
@@ -254,74 +261,117 @@ impl Bus {
     }
 }
 
+/// What the worker tells the event loop.
+enum Report {
+    Answer(Answer),
+    /// polkit's actions or rules changed (its `Changed` signal): answers kept may be stale.
+    Changed,
+}
+
 /// Start the thread that asks polkit, connected to this bus at `address`.
 fn spawn_worker(address: String) -> std::io::Result<Worker> {
     let (questions, incoming) = async_mpsc::unbounded::<Question>();
-    let (answers_tx, answers) = mpsc::channel::<Answer>();
+    let (reports_tx, reports) = mpsc::channel::<Report>();
     let (wake, wake_writer) = rustix::pipe::pipe_with(
         rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
     )?;
     std::thread::Builder::new()
         .name("telbus-polkit".into())
         .spawn(move || {
-            zruntime::block_on(ask(address, incoming, |answer| {
+            let report = |report| {
                 // The loop may be gone (shutting down): nothing to tell then.
-                if answers_tx.send(answer).is_ok() {
+                if reports_tx.send(report).is_ok() {
                     let _ = rustix::io::write(&wake_writer, &[1]);
                 }
-            }))
+            };
+            let connection = futures::lock::Mutex::new(None);
+            zruntime::block_on(futures::future::join(
+                ask(&connection, &address, incoming, &report),
+                watch_changes(&connection, &address, &report),
+            ))
         })?;
     Ok(Worker {
         questions,
-        answers,
+        reports,
         wake,
     })
 }
 
-/// The worker: one connection to the bus (made again after a failure), questions answered
-/// as they come, several at a time.
+/// The worker's connection to the bus, made when first needed and again after a failure.
+type Slot = futures::lock::Mutex<Option<zbus::Connection>>;
+
+async fn connected(slot: &Slot, address: &str) -> Result<zbus::Connection, String> {
+    let mut slot = slot.lock().await;
+    if let Some(conn) = &*slot {
+        return Ok(conn.clone());
+    }
+    let conn = zbus::connection::Builder::address(address)
+        .build()
+        .await
+        .map_err(|e| format!("cannot connect to the bus: {e}"))?;
+    *slot = Some(conn.clone());
+    Ok(conn)
+}
+
+/// Questions answered as they come, several at a time.
 async fn ask(
-    address: String,
+    connection: &Slot,
+    address: &str,
     questions: async_mpsc::UnboundedReceiver<Question>,
-    answer: impl Fn(Answer),
+    report: &impl Fn(Report),
 ) {
-    let connection: futures::lock::Mutex<Option<zbus::Connection>> = Default::default();
     questions
-        .for_each_concurrent(CONCURRENT_CHECKS, |question| {
-            let (connection, answer, address) = (&connection, &answer, &address);
-            async move {
-                let outcome = check(connection, address, &question).await;
-                if let Outcome::Failed(_) = outcome {
-                    // Perhaps the connection is broken: make a new one next time.
-                    connection.lock().await.take();
-                }
-                answer(Answer {
-                    conn: question.conn,
-                    action: question.action,
-                    outcome,
-                });
+        .for_each_concurrent(CONCURRENT_CHECKS, |question| async move {
+            let outcome = check(connection, address, &question).await;
+            if let Outcome::Failed(_) = outcome {
+                // Perhaps the connection is broken: make a new one next time.
+                connection.lock().await.take();
             }
+            report(Report::Answer(Answer {
+                conn: question.conn,
+                action: question.action,
+                outcome,
+            }));
         })
         .await;
 }
 
-async fn check(
-    connection: &futures::lock::Mutex<Option<zbus::Connection>>,
-    address: &str,
-    question: &Question,
-) -> Outcome {
-    let conn = {
-        let mut slot = connection.lock().await;
-        match &*slot {
-            Some(conn) => conn.clone(),
-            None => match zbus::connection::Builder::address(address).build().await {
-                Ok(conn) => {
-                    *slot = Some(conn.clone());
-                    conn
-                }
-                Err(e) => return Outcome::Failed(format!("cannot connect to the bus: {e}")),
-            },
+/// Listens for polkit's `Changed` signal (its rules or actions changed) for as long as the bus
+/// lets the worker connect.
+async fn watch_changes(connection: &Slot, address: &str, report: &impl Fn(Report)) {
+    let rule = zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .interface("org.freedesktop.PolicyKit1.Authority")
+        .member("Changed")
+        .build();
+    let rule = match rule {
+        Ok(rule) => rule,
+        Err(e) => return warn!("cannot watch polkit for changes: {e}"),
+    };
+    loop {
+        let conn = match connected(connection, address).await {
+            Ok(conn) => conn,
+            Err(e) => return warn!("cannot watch polkit for changes: {e}"),
+        };
+        let mut changes = match zbus::MessageStream::for_match_rule(rule.clone(), &conn, None).await
+        {
+            Ok(stream) => stream,
+            Err(e) => return warn!("cannot watch polkit for changes: {e}"),
+        };
+        while let Some(change) = changes.next().await {
+            if change.is_ok() {
+                report(Report::Changed);
+            }
         }
+        // The connection has gone: watch again on a new one.
+        connection.lock().await.take();
+    }
+}
+
+async fn check(connection: &Slot, address: &str, question: &Question) -> Outcome {
+    let conn = match connected(connection, address).await {
+        Ok(conn) => conn,
+        Err(e) => return Outcome::Failed(e),
     };
     let subject = match Subject::new_for_message_header(&question.call.header()) {
         Ok(subject) => subject,

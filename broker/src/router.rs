@@ -114,6 +114,12 @@ impl Bus {
                 serial: route.reply_serial.unwrap_or(0),
             };
             if !self.replies.take(key, from) {
+                // As in dbus-daemon, policy sees it as an unrequested reply, and a refusal is
+                // reported to its sender (the system bus refuses them).
+                if let Err(denied) = self.check_send(from, Some(to), msg, route, false) {
+                    self.send_error(from, &header, crate::driver::ACCESS_DENIED, &denied);
+                    return;
+                }
                 debug!(
                     "{} sent a reply nobody asked for (reply serial {}); dropped",
                     unique_name(from),

@@ -192,6 +192,28 @@ fn start_responders(bus: &TestBus, names: &BTreeSet<String>) {
     }
 }
 
+/// Sends a message that gets no reply, then a call to the bus: messages from one connection
+/// are handled in order, so a refusal (an error to the message's serial) comes before the
+/// call's reply.
+fn refused_or_delivered(client: &mut RawClient, msg: zbus::message::Builder<'_>) -> Decision {
+    let serial = client.send(msg, &());
+    let sync = client.send(driver_call("GetId"), &());
+    let mut refusal = None;
+    loop {
+        let msg = client.read_message().expect("the bus answers");
+        let reply_to = msg.header().reply_serial().map(|s| s.get());
+        if reply_to == Some(serial) {
+            refusal = Some(Decision::of(&msg));
+        } else if reply_to == Some(sync) {
+            break;
+        }
+    }
+    refusal.unwrap_or(Decision {
+        denied: false,
+        answer: "no error".to_string(),
+    })
+}
+
 /// Every probe's decision on one bus, keyed by a description of the probe.
 fn run_probes(
     bus: &TestBus,
@@ -230,6 +252,31 @@ fn run_probes(
                     Decision::of(&reply),
                 );
             }
+        }
+        // Unicast signals.
+        for (destination, calls) in &probes.calls {
+            for interface in calls.iter().filter_map(|(i, _)| i.as_deref()) {
+                let signal = Message::signal("/probe", interface, "Probed")
+                    .destination(destination.as_str());
+                let decision = refused_or_delivered(&mut client, signal);
+                decisions.insert(
+                    format!("{user} signal {destination} {interface}.Probed"),
+                    decision,
+                );
+            }
+        }
+        // Replies nobody asked for, sent the same way.
+        for destination in probes.calls.keys() {
+            let call = Message::method_call("/probe", "Unasked")
+                .destination(destination.as_str())
+                .build(&())
+                .expect("a call to answer");
+            let reply = Message::method_return(&call.header()).destination(destination.as_str());
+            let decision = refused_or_delivered(&mut client, reply);
+            decisions.insert(
+                format!("{user} unrequested reply to {destination}"),
+                decision,
+            );
         }
         for (interface, member) in [
             ("org.freedesktop.DBus", "GetId"),

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use telbus_dbus_tests::{
     Background, CLIENT_TIMEOUT, ClientOutput, RawClient, STEP_TIMEOUT, TestBus, TestBusBuilder,
-    daemon_path, run, run_command, socket_path, within,
+    daemon_path, next_signal, run, run_command, socket_path, within,
 };
 use zbus::Message;
 use zbus::message::Type;
@@ -491,5 +491,49 @@ fn without_polkitd_calls_that_need_it_are_refused() {
     );
     let serial = client.send(call("Stop"), &());
     assert_returned(&client.read_reply_to(serial), "Stop needs no polkit", &bus);
+    bus.assert_alive();
+}
+
+/// When polkit's rules change (polkitd sends its Changed signal), the answers the bus kept are
+/// forgotten: the next call of a connection that was authorized is asked about again.
+#[test]
+fn kept_answers_are_forgotten_when_polkit_rules_change() {
+    let Some((bus, _service)) = guarded_bus() else {
+        return;
+    };
+    let polkitd = Polkitd::start(&bus);
+    let mut client = connect_as_nobody(&bus);
+    let serial = client.send(call("Start"), &());
+    assert_returned(&client.read_reply_to(serial), "Start", &bus);
+
+    run(async {
+        let watcher = bus.connect().await;
+        let rule = zbus::MatchRule::builder()
+            .msg_type(Type::Signal)
+            .interface("org.freedesktop.PolicyKit1.Authority")
+            .member("Changed")
+            .build()
+            .unwrap();
+        let mut changes = zbus::MessageStream::for_match_rule(rule, &watcher, None)
+            .await
+            .unwrap();
+        // The granted action is denied from now on.
+        let rules = bus.dir().join("polkit/rules.d/10-telbus-test.rules");
+        std::fs::write(&rules, RULES.replace("Result.YES", "Result.NO")).unwrap();
+        next_signal(&mut changes, |_| true).await;
+    });
+    // The bus hears the same signal on its own connection: within a few calls (each a round
+    // trip) it has forgotten the answer, and polkit now says no.
+    let mut attempts = 0;
+    let refusal = loop {
+        attempts += 1;
+        let serial = client.send(call("Start"), &());
+        let reply = client.read_reply_to(serial);
+        if error_of(&reply).is_some() || attempts == 1000 {
+            break reply;
+        }
+    };
+    assert_denied(&refusal, &[GRANTED, "did not authorize"]);
+    drop(polkitd);
     bus.assert_alive();
 }
