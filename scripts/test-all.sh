@@ -20,6 +20,11 @@ need dconf dconf-cli
 [ -x /usr/libexec/dconf-service ] || packages+=(dconf-service)
 [ -f /usr/share/glib-2.0/schemas/org.gnome.desktop.interface.gschema.xml ] || packages+=(gsettings-desktop-schemas)
 [ -x /usr/lib/dbus-1.0/installed-tests/dbus/test-dbus-daemon ] || packages+=(dbus-tests)
+# polkitd on a system bus served by telbusd (dbus-tests/tests/polkit.rs): the daemon, pkcheck and
+# its user; unshare and setpriv run it in a private mount namespace and clients as other users.
+[ -x /usr/lib/polkit-1/polkitd ] || packages+=(polkitd)
+need unshare util-linux
+need setpriv util-linux
 if [ ${#packages[@]} -gt 0 ]; then
     echo "installing: ${packages[*]}"
     sudo=""
