@@ -99,7 +99,9 @@ async fn next_value(stream: &mut MessageStream, interface: &str, name: &str) -> 
 /// Starts an example client (`telaf-call`, `telaf-hold`) against `bus`.
 fn example(bus: &TestBus, name: &str, args: &[&str]) -> Background {
     let mut command = bus.command(program(name));
-    command.arg(format!("--address={}", bus.address())).args(args);
+    command
+        .arg(format!("--address={}", bus.address()))
+        .args(args);
     Background::spawn(command)
 }
 
@@ -112,7 +114,13 @@ fn le_info_is_activated_on_first_use_and_answers_busctl_and_the_proxy() {
     let bus = bus_with_services();
     // First use: busctl activates it.
     let out = bus
-        .busctl(["call", INFO, "/io/telaf/le_info", "io.telaf.le_info", "GetImei"])
+        .busctl([
+            "call",
+            INFO,
+            "/io/telaf/le_info",
+            "io.telaf.le_info",
+            "GetImei",
+        ])
         .assert_success();
     assert_eq!(out.stdout.trim(), "is 0 \"490154203237518\"");
     let out = bus
@@ -161,8 +169,7 @@ fn le_info_is_activated_on_first_use_and_answers_busctl_and_the_proxy() {
         // A CDMA-only item on a GSM/LTE module.
         let (result, _) = info.get_meid().await.unwrap();
         assert_eq!(result, LeResult::Fault.to_wire());
-        let (result, manufacturers, products, working) =
-            info.get_rf_device_status().await.unwrap();
+        let (result, manufacturers, products, working) = info.get_rf_device_status().await.unwrap();
         assert_eq!(result, ok());
         assert_eq!(manufacturers.len(), products.len());
         assert_eq!(working, vec![true, true, false]);
@@ -199,7 +206,10 @@ fn le_gpio_pin_belongs_to_its_first_client_and_reports_filtered_changes() {
             other_pin.set_input(active_high).await.unwrap(),
             LeResult::Busy.to_wire()
         );
-        assert_eq!(other_pin.activate().await.unwrap(), LeResult::Busy.to_wire());
+        assert_eq!(
+            other_pin.activate().await.unwrap(),
+            LeResult::Busy.to_wire()
+        );
         // Reading is open to all.
         assert!(other_pin.is_output().await.unwrap());
         assert!(!other_pin.read().await.unwrap());
@@ -340,15 +350,24 @@ fn le_mcc_calls_reach_each_subscriber_with_its_own_reference() {
             Ok(le_mcc::TerminationReason::TERM_LOCAL_ENDED)
         );
         assert_eq!(mcc.delete(&call).await.unwrap(), ok());
-        assert_eq!(mcc.delete(&call).await.unwrap(), LeResult::NotFound.to_wire());
+        assert_eq!(
+            mcc.delete(&call).await.unwrap(),
+            LeResult::NotFound.to_wire()
+        );
 
         // A busy far end.
         let busy = mcc.create("+4930100").await.unwrap();
         assert_eq!(mcc.start(&busy).await.unwrap(), ok());
         assert_eq!(next_call_event(&mut events).await.1, EVENT_ORIGINATING);
         assert_eq!(next_call_event(&mut events).await.1, EVENT_TERMINATED);
-        assert_eq!(next_call_event(&mut watcher_events).await.1, EVENT_ORIGINATING);
-        assert_eq!(next_call_event(&mut watcher_events).await.1, EVENT_TERMINATED);
+        assert_eq!(
+            next_call_event(&mut watcher_events).await.1,
+            EVENT_ORIGINATING
+        );
+        assert_eq!(
+            next_call_event(&mut watcher_events).await.1,
+            EVENT_TERMINATED
+        );
         assert_eq!(
             le_mcc::TerminationReason::try_from(mcc.get_termination_reason(&busy).await.unwrap()),
             Ok(le_mcc::TerminationReason::TERM_USER_BUSY)
@@ -402,7 +421,10 @@ fn le_mcc_call_ends_when_its_creator_is_killed() {
         let watchers_call = watchers_call.unwrap();
         client.wait_for_text("EVENT_CONNECTED", STEP_TIMEOUT);
         let (stdout, _) = client.stop(); // SIGKILL
-        assert!(stdout.starts_with("call /io/telaf/le_mcc/call/"), "{stdout}");
+        assert!(
+            stdout.starts_with("call /io/telaf/le_mcc/call/"),
+            "{stdout}"
+        );
 
         assert_eq!(
             next_call_event(&mut events).await,
@@ -514,7 +536,13 @@ fn le_data_connection_stays_up_while_a_request_is_held_and_drops_with_the_last_h
     });
     // busctl: one client that requests and leaves.
     let out = bus
-        .busctl(["call", DATA, "/io/telaf/le_data", "io.telaf.le_data", "Request"])
+        .busctl([
+            "call",
+            DATA,
+            "/io/telaf/le_data",
+            "io.telaf.le_data",
+            "Request",
+        ])
         .assert_success();
     assert!(
         out.stdout.starts_with("o \"/io/telaf/le_data/request/"),
@@ -541,7 +569,13 @@ async fn awake(conn: &Connection) -> bool {
 /// `io.telaf.sim.le_pm.WakeupSources` as busctl prints it.
 fn wakeup_sources(bus: &TestBus) -> String {
     let out = bus
-        .busctl(["get-property", PM, "/io/telaf/le_pm", "io.telaf.sim.le_pm", "WakeupSources"])
+        .busctl([
+            "get-property",
+            PM,
+            "/io/telaf/le_pm",
+            "io.telaf.sim.le_pm",
+            "WakeupSources",
+        ])
         .assert_success();
     out.stdout.trim().to_string()
 }
@@ -562,7 +596,10 @@ fn le_pm_wakeup_source_is_released_when_its_holder_is_killed() {
         let holder = example(&bus, "telaf-hold", &["pm", "demo"]);
         holder.wait_for_text("holding /io/telaf/le_pm/wakeup/", STEP_TIMEOUT);
         let sources = wakeup_sources(&bus);
-        assert!(sources.starts_with("a(ossu) 1 \"/io/telaf/le_pm/wakeup/"), "{sources}");
+        assert!(
+            sources.starts_with("a(ossu) 1 \"/io/telaf/le_pm/wakeup/"),
+            "{sources}"
+        );
         // (path, tag, holder, holds)
         assert!(
             sources.contains(" \"demo\" \":1.") && sources.ends_with("\" 1"),
@@ -580,7 +617,10 @@ fn le_pm_wakeup_source_is_released_when_its_holder_is_killed() {
         assert_eq!(wakeup_sources(&bus), "a(ossu) 0");
 
         // Our own source: counted holds; others cannot touch it; arguments are checked.
-        let source = pm.new_wakeup_source(le_pm::REF_COUNT as u32, "mine").await.unwrap();
+        let source = pm
+            .new_wakeup_source(le_pm::REF_COUNT as u32, "mine")
+            .await
+            .unwrap();
         assert_eq!(pm.stay_awake(&source).await.unwrap(), ok());
         assert_eq!(pm.stay_awake(&source).await.unwrap(), ok());
         let stranger = bus.connect().await;
@@ -619,7 +659,9 @@ fn a_service_stops_cleanly_on_sigterm_and_when_the_bus_goes_away() {
 
     // A second instance cannot take the name, and says so.
     let mut second = start();
-    let status = second.wait_exit(STEP_TIMEOUT).expect("the second instance exits");
+    let status = second
+        .wait_exit(STEP_TIMEOUT)
+        .expect("the second instance exits");
     assert_eq!(status.code(), Some(1));
     assert!(
         second.stderr().contains("owned by another connection"),
@@ -633,7 +675,15 @@ fn a_service_stops_cleanly_on_sigterm_and_when_the_bus_goes_away() {
     assert!(status.success(), "{status:?}\n{}", service.stderr());
     assert!(service.stderr().contains("SIGTERM: shutting down"));
     let out = bus
-        .busctl(["call", "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "NameHasOwner", "s", INFO])
+        .busctl([
+            "call",
+            "org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus",
+            "NameHasOwner",
+            "s",
+            INFO,
+        ])
         .assert_success();
     assert_eq!(out.stdout.trim(), "b false");
 
@@ -641,7 +691,9 @@ fn a_service_stops_cleanly_on_sigterm_and_when_the_bus_goes_away() {
     let mut service = start();
     bus.wait_for_owner(INFO, STEP_TIMEOUT);
     drop(bus);
-    let status = service.wait_exit(Duration::from_secs(10)).expect("exits with the bus");
+    let status = service
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits with the bus");
     assert!(status.success(), "{status:?}\n{}", service.stderr());
     assert!(service.stderr().contains("the bus went away"));
 }

@@ -96,7 +96,8 @@ impl References {
             "client lifetimes: {}",
             match watch {
                 Watch::Broker1 => "io.telaf.Broker1 (AddReference, ClientGone)",
-                Watch::NameOwnerChanged => "io.telaf.Broker1 not offered; watching NameOwnerChanged",
+                Watch::NameOwnerChanged =>
+                    "io.telaf.Broker1 not offered; watching NameOwnerChanged",
             }
         );
         let owner_changes = MatchRule::builder()
