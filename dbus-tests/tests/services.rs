@@ -88,10 +88,10 @@ async fn next_value(stream: &mut MessageStream, interface: &str, name: &str) -> 
         let signal = next_signal(stream, |_| true).await;
         let (iface, changed, _): (String, HashMap<String, OwnedVariant>, Vec<String>) =
             signal.body().deserialize().unwrap();
-        if iface == interface {
-            if let Some(value) = changed.get(name) {
-                return value.try_clone().unwrap();
-            }
+        if iface == interface
+            && let Some(value) = changed.get(name)
+        {
+            return value.try_clone().unwrap();
         }
     }
 }
