@@ -404,9 +404,7 @@ pub async fn serve(startup: Startup) -> zbus::Result<Arc<DataConnection>> {
         .at(&startup.root, LeDataServer::new(data.clone()))
         .await?;
     server.at(&startup.root, le_data::service1()).await?;
-    server
-        .at(&startup.root, Sim { data: data.clone() })
-        .await?;
+    server.at(&startup.root, Sim { data: data.clone() }).await?;
     Ok(data)
 }
 
@@ -418,12 +416,28 @@ mod tests {
     fn civil_time_from_unix_millis() {
         assert_eq!(
             UtcTime::from_unix_millis(0),
-            UtcTime { year: 1970, month: 1, day: 1, hours: 0, minutes: 0, seconds: 0, millis: 0 }
+            UtcTime {
+                year: 1970,
+                month: 1,
+                day: 1,
+                hours: 0,
+                minutes: 0,
+                seconds: 0,
+                millis: 0
+            }
         );
         // 2024-02-29T23:59:58.123Z (a leap day)
         assert_eq!(
             UtcTime::from_unix_millis(1_709_251_198_123),
-            UtcTime { year: 2024, month: 2, day: 29, hours: 23, minutes: 59, seconds: 58, millis: 123 }
+            UtcTime {
+                year: 2024,
+                month: 2,
+                day: 29,
+                hours: 23,
+                minutes: 59,
+                seconds: 58,
+                millis: 123
+            }
         );
     }
 }

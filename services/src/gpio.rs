@@ -146,7 +146,12 @@ impl Gpio {
                 .map(|(s, _)| s.clone())
                 .collect()
         };
-        info!(pin = self.number, active, subscribers = subscribers.len(), "level changed");
+        info!(
+            pin = self.number,
+            active,
+            subscribers = subscribers.len(),
+            "level changed"
+        );
         for subscriber in subscribers {
             if let Err(e) = gpio_server::emit_change_event(&subscriber, active).await {
                 warn!(subscriber = %subscriber.destination, "ChangeEvent not sent: {e}");
@@ -188,7 +193,11 @@ impl Service for Gpio {
             owned_by_leaver
         };
         if freed {
-            info!(pin = self.number, client = departure.client, "pin free again");
+            info!(
+                pin = self.number,
+                client = departure.client,
+                "pin free again"
+            );
             self.announce_owner().await;
         }
     }
@@ -221,7 +230,11 @@ impl LeGpio for Arc<Gpio> {
             .await)
     }
 
-    async fn set_tri_state_output(&self, ctx: Context, polarity: Polarity) -> fdo::Result<LeResult> {
+    async fn set_tri_state_output(
+        &self,
+        ctx: Context,
+        polarity: Polarity,
+    ) -> fdo::Result<LeResult> {
         Ok(self
             .configure(&ctx, |pin| {
                 pin.mode = Mode::TriState;
@@ -416,7 +429,10 @@ impl Sim {
     #[zbus(property)]
     fn owner(&self) -> String {
         let pin = self.gpio.pin.lock().unwrap();
-        pin.owner.as_ref().map(|(o, _)| o.clone()).unwrap_or_default()
+        pin.owner
+            .as_ref()
+            .map(|(o, _)| o.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -444,8 +460,6 @@ pub async fn serve(startup: Startup, number: u32) -> zbus::Result<Arc<Gpio>> {
         .at(&startup.root, LeGpioServer::new(gpio.clone()))
         .await?;
     server.at(&startup.root, le_gpio::service1()).await?;
-    server
-        .at(&startup.root, Sim { gpio: gpio.clone() })
-        .await?;
+    server.at(&startup.root, Sim { gpio: gpio.clone() }).await?;
     Ok(gpio)
 }

@@ -48,7 +48,11 @@ impl Default for Identity {
             model: "WP7702".into(),
             manufacturer: "telbus simulated modem".into(),
             reset: (Reset::RESET_USER, "reboot requested by an app".into()),
-            rf_devices: vec![(0x0134, 0x21, true), (0x0217, 0x5a, true), (0x00c0, 0x07, false)],
+            rf_devices: vec![
+                (0x0134, 0x21, true),
+                (0x0217, 0x5a, true),
+                (0x00c0, 0x07, false),
+            ],
             pri_id: ("9907762".into(), "001.002".into()),
             carrier_pri: ("GENERIC".into(), "002.032_000".into()),
             serial_number: "VU929470101010".into(),
@@ -174,11 +178,17 @@ impl LeInfo for Arc<Info> {
 }
 
 /// Serves le_info at `startup.root`.
-pub async fn serve(startup: crate::startup::Startup, identity: Identity) -> zbus::Result<Arc<Info>> {
+pub async fn serve(
+    startup: crate::startup::Startup,
+    identity: Identity,
+) -> zbus::Result<Arc<Info>> {
     let info = Info::new(identity);
     let server = startup.connection.object_server();
     server
-        .at(&startup.root, le_info::server::LeInfoServer::new(info.clone()))
+        .at(
+            &startup.root,
+            le_info::server::LeInfoServer::new(info.clone()),
+        )
         .await?;
     server.at(&startup.root, le_info::service1()).await?;
     Ok(info)

@@ -178,11 +178,18 @@ impl Modem {
             if let Some(reason) = reason {
                 call.termination = reason;
             }
-            info!(call = id, number = call.number, event = event.name(), "call event");
+            info!(
+                call = id,
+                number = call.number,
+                event = event.name(),
+                "call event"
+            );
             state.subscribers.clone()
         };
         for subscriber in subscribers {
-            let reference = self.reference_for(subscriber.destination.as_str(), id).await;
+            let reference = self
+                .reference_for(subscriber.destination.as_str(), id)
+                .await;
             if let Err(e) = mcc_server::emit_call_event(&subscriber, reference, event).await {
                 warn!(subscriber = %subscriber.destination, "CallEvent not sent: {e}");
             }
@@ -196,7 +203,8 @@ impl Modem {
             state.calls.get(&id).is_some_and(Call::in_progress)
         };
         if in_progress {
-            self.advance(id, Event::EVENT_TERMINATED, Some(reason)).await;
+            self.advance(id, Event::EVENT_TERMINATED, Some(reason))
+                .await;
         }
         in_progress
     }
@@ -437,10 +445,12 @@ impl LeMcc for Arc<Modem> {
         let Some(id) = self.callers_call(&ctx, &call_ref) else {
             return Ok(LeResult::NotFound);
         };
-        Ok(match self.end(id, TerminationReason::TERM_LOCAL_ENDED).await {
-            true => LeResult::Ok,
-            false => LeResult::Fault,
-        })
+        Ok(
+            match self.end(id, TerminationReason::TERM_LOCAL_ENDED).await {
+                true => LeResult::Ok,
+                false => LeResult::Fault,
+            },
+        )
     }
 
     async fn hang_up_all(&self, _: Context) -> fdo::Result<LeResult> {
@@ -518,7 +528,11 @@ impl LeMcc for Arc<Modem> {
         Ok((LeResult::Ok, self.state.lock().unwrap().call_waiting))
     }
 
-    async fn activate_call(&self, ctx: Context, call_ref: OwnedObjectPath) -> fdo::Result<LeResult> {
+    async fn activate_call(
+        &self,
+        ctx: Context,
+        call_ref: OwnedObjectPath,
+    ) -> fdo::Result<LeResult> {
         let Some(id) = self.callers_call(&ctx, &call_ref) else {
             return Ok(LeResult::NotFound);
         };

@@ -57,7 +57,11 @@ impl Power {
     async fn announce(&self, was_awake: bool) {
         let awake = self.awake();
         if awake != was_awake {
-            info!(awake, "system {}", if awake { "kept awake" } else { "may sleep" });
+            info!(
+                awake,
+                "system {}",
+                if awake { "kept awake" } else { "may sleep" }
+            );
         }
         let server = self.connection.object_server();
         if let Ok(sim) = server.interface::<_, Sim>(&self.root).await {
@@ -97,7 +101,11 @@ impl Service for Power {
             let mut sources = self.sources.lock().unwrap();
             for path in departure.of_kind(WAKEUP_SOURCE) {
                 if let Some(source) = sources.remove(path.as_str()) {
-                    info!(tag = source.tag, holds = source.holds, "wakeup source released");
+                    info!(
+                        tag = source.tag,
+                        holds = source.holds,
+                        "wakeup source released"
+                    );
                 }
             }
         }
@@ -164,10 +172,7 @@ impl LePm for Arc<Power> {
             .await)
     }
 
-    async fn force_relax_and_destroy_all_wakeup_source(
-        &self,
-        _: Context,
-    ) -> fdo::Result<LeResult> {
+    async fn force_relax_and_destroy_all_wakeup_source(&self, _: Context) -> fdo::Result<LeResult> {
         let was_awake = self.awake();
         let all = std::mem::take(&mut *self.sources.lock().unwrap());
         for path in all.keys() {
@@ -222,9 +227,12 @@ pub async fn serve(startup: Startup) -> zbus::Result<Arc<Power>> {
         .await?;
     server.at(&startup.root, le_pm::service1()).await?;
     server
-        .at(&startup.root, Sim {
-            power: power.clone(),
-        })
+        .at(
+            &startup.root,
+            Sim {
+                power: power.clone(),
+            },
+        )
         .await?;
     Ok(power)
 }

@@ -96,7 +96,8 @@ impl References {
             "client lifetimes: {}",
             match watch {
                 Watch::Broker1 => "io.telaf.Broker1 (AddReference, ClientGone)",
-                Watch::NameOwnerChanged => "io.telaf.Broker1 not offered; watching NameOwnerChanged",
+                Watch::NameOwnerChanged =>
+                    "io.telaf.Broker1 not offered; watching NameOwnerChanged",
             }
         );
         let owner_changes = MatchRule::builder()
@@ -177,10 +178,10 @@ impl References {
         }
         // A client that left before its reference was recorded sent its NameOwnerChanged
         // before we looked for it: ask.
-        if !self.has_owner(client).await {
-            if let Some(departure) = self.drain(client) {
-                let _ = self.inner.found.unbounded_send(departure);
-            }
+        if !self.has_owner(client).await
+            && let Some(departure) = self.drain(client)
+        {
+            let _ = self.inner.found.unbounded_send(departure);
         }
     }
 
@@ -189,10 +190,10 @@ impl References {
         let holding = self.inner.table.lock().unwrap().remove(path.as_str());
         let Some(holding) = holding else { return };
         debug!(client = holding.client, %path, "reference released");
-        if self.watch() == Watch::Broker1 {
-            if let Err(e) = self.call_broker1("RemoveReference", &(path,)).await {
-                debug!(%path, "RemoveReference: {e}");
-            }
+        if self.watch() == Watch::Broker1
+            && let Err(e) = self.call_broker1("RemoveReference", &(path,)).await
+        {
+            debug!(%path, "RemoveReference: {e}");
         }
     }
 

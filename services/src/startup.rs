@@ -121,10 +121,16 @@ where
         };
         let implementation = build(startup).await?;
         let flags = RequestNameFlags::DO_NOT_QUEUE;
-        match connection
+        let reply = connection
             .request_name_with_flags(name.as_str(), flags)
-            .await?
-        {
+            .await
+            .map_err(|e| match e {
+                zbus::Error::NameTaken => {
+                    zbus::Error::Failure(format!("{name} is owned by another connection"))
+                }
+                e => e,
+            })?;
+        match reply {
             RequestNameReply::PrimaryOwner | RequestNameReply::AlreadyOwner => {}
             _ => {
                 return Err(zbus::Error::Failure(format!(

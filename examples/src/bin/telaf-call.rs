@@ -45,9 +45,8 @@ fn main() -> zbus::Result<()> {
         }
         while let Some(signal) = events.next().await {
             let args_ = signal.args()?;
-            let event = Event::try_from(*args_.event()).map_err(|v| {
-                zbus::Error::Failure(format!("unknown event {v}"))
-            })?;
+            let event = Event::try_from(*args_.event())
+                .map_err(|v| zbus::Error::Failure(format!("unknown event {v}")))?;
             println!("{} {}", args_.call_ref(), event.name());
             match event {
                 Event::EVENT_CONNECTED => {
