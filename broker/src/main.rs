@@ -12,7 +12,7 @@ mod peer;
 mod replies;
 mod router;
 mod stats;
-mod wire;
+use telbus_broker::wire;
 
 use std::process::ExitCode;
 
