@@ -335,18 +335,28 @@ impl Bus {
                     return;
                 }
             };
-            let limits = &self.config.limits;
+            let max_incomplete = self.config.limits.max_incomplete_connections;
             let incomplete = self
                 .peers
                 .values()
                 .filter(|p| matches!(p.phase, Phase::Auth(_)))
                 .count() as u64;
-            if incomplete >= limits.max_incomplete_connections {
-                warn!(
-                    "refusing a connection: max_incomplete_connections={} reached",
-                    limits.max_incomplete_connections
+            if incomplete >= max_incomplete {
+                // As dbus-daemon: the oldest unauthenticated connection makes room. Refusing the
+                // new one instead would let a client that opens sockets and never authenticates
+                // lock everyone out until auth_timeout.
+                let oldest = self
+                    .peers
+                    .iter()
+                    .filter(|(_, p)| matches!(p.phase, Phase::Auth(_)))
+                    .min_by_key(|(id, _)| **id)
+                    .map(|(id, _)| *id);
+                let Some(oldest) = oldest else { continue };
+                let why = format!(
+                    "max_incomplete_connections={max_incomplete} reached: the oldest \
+                     unauthenticated connection is dropped"
                 );
-                continue;
+                self.disconnect(oldest, &why);
             }
             let id = self.next_id;
             self.next_id += 1;
@@ -381,7 +391,7 @@ impl Bus {
                 unix_fds: false,
                 inbuf: InBuffer::default(),
                 out: OutQueue::default(),
-                auth_deadline: Some(Instant::now() + limits.auth_timeout),
+                auth_deadline: Some(Instant::now() + self.config.limits.auth_timeout),
                 fd_deadline: None,
                 readable: true,
                 stats: PeerStats::default(),
@@ -441,11 +451,29 @@ impl Bus {
                         handled += 1;
                         let (inbuf, sender) = (&mut peer.inbuf, &peer.unique);
                         let mut fds = std::mem::take(&mut inbuf.fds);
+                        // As dbus-daemon: a message may not announce more descriptors than
+                        // max_message_unix_fds; its sender is disconnected.
+                        let max_fds = self.config.limits.max_message_unix_fds as usize;
+                        let mut over_limit = None;
                         let stamped =
                             wire::stamp_client_message(&inbuf.pending()[..len], sender, |n| {
+                                if n > max_fds {
+                                    over_limit = Some(n);
+                                    return None;
+                                }
                                 (fds.len() >= n).then(|| fds.drain(..n).collect())
                             });
                         inbuf.fds = fds;
+                        if let Some(n) = over_limit {
+                            self.doom(
+                                id,
+                                format!(
+                                    "sent a message with {n} file descriptors, more than \
+                                     max_message_unix_fds={max_fds}"
+                                ),
+                            );
+                            return;
+                        }
                         inbuf.consume(len);
                         peer.stats.messages_in += 1;
                         match stamped {
