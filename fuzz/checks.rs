@@ -225,8 +225,11 @@ pub fn api(data: &[u8]) {
     assert_eq!(telbus_interfaces::xml::generate(&again), xml);
 }
 
+/// What a fuzz target runs on each input.
+pub type Check = fn(&[u8]);
+
 /// Every target by name, for the replay test.
-pub const TARGETS: [(&str, fn(&[u8])); 6] = [
+pub const TARGETS: [(&str, Check); 6] = [
     ("sasl", sasl),
     ("wire_message", wire_message),
     ("match_rule", match_rule),

@@ -700,7 +700,7 @@ fn garbage_in_sasl_is_rejected_then_disconnected() {
             None => break,
         }
     }
-    assert!(rejected >= 1 && rejected < 20, "{rejected} rejections");
+    assert!((1..20).contains(&rejected), "{rejected} rejections");
     assert!(closed_by_bus(&mut chatter));
 
     // A line longer than the bus buffers.
