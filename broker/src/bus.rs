@@ -441,7 +441,7 @@ impl Bus {
                 unix_fds: false,
                 inbuf: InBuffer::default(),
                 out: OutQueue::default(),
-                auth_deadline: Some(Instant::now() + limits.auth_timeout),
+                auth_deadline: Some(Instant::now() + self.config.limits.auth_timeout),
                 fd_deadline: None,
                 readable: true,
                 stats: PeerStats::default(),
@@ -516,11 +516,29 @@ impl Bus {
                         handled += 1;
                         let (inbuf, sender) = (&mut peer.inbuf, &peer.unique);
                         let mut fds = std::mem::take(&mut inbuf.fds);
+                        // As dbus-daemon: a message may not announce more descriptors than
+                        // max_message_unix_fds; its sender is disconnected.
+                        let max_fds = self.config.limits.max_message_unix_fds as usize;
+                        let mut over_limit = None;
                         let stamped =
                             wire::stamp_client_message(&inbuf.pending()[..len], sender, |n| {
+                                if n > max_fds {
+                                    over_limit = Some(n);
+                                    return None;
+                                }
                                 (fds.len() >= n).then(|| fds.drain(..n).collect())
                             });
                         inbuf.fds = fds;
+                        if let Some(n) = over_limit {
+                            self.doom(
+                                id,
+                                format!(
+                                    "sent a message with {n} file descriptors, more than \
+                                     max_message_unix_fds={max_fds}"
+                                ),
+                            );
+                            return;
+                        }
                         inbuf.consume(len);
                         peer.stats.messages_in += 1;
                         match stamped {

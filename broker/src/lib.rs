@@ -2,4 +2,6 @@
 
 pub mod auth;
 pub mod match_rule;
+pub mod service_file;
 pub mod transport;
+pub mod wire;

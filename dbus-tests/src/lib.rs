@@ -23,7 +23,7 @@ pub use harness::driver::{
 };
 pub use harness::errors::{ErrorReply, error_reply, expect_error, expect_error_name};
 pub use harness::process::{Background, CLIENT_TIMEOUT, ClientOutput, run_command};
-pub use harness::raw::{RawClient, driver_call, socket_path};
+pub use harness::raw::{RawClient, driver_call, socket_path, try_read_line};
 pub use harness::service::{
     ServiceThread, TEST_CHILD_PATH, TEST_INTERFACE, TEST_PATH, TestObject, TestObjectProxy,
     serve_test_object,

@@ -1,0 +1,239 @@
+//! What every fuzz target checks, one function per parser. The fuzz targets (`fuzz_targets/`)
+//! call these, and so does `dbus-tests/tests/fuzz_replay.rs`, which replays the corpus and the
+//! regressions in the normal `cargo test`; both include this file by path.
+//!
+//! Each check panics when a property fails: a parser must never panic, and where it is cheap we
+//! check more than that (a rule that parses re-parses from its text to the same rule, a message
+//! the bus stamps is one the bus would take again unchanged, …).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use telbus_broker::auth::{AuthConfig, AuthError, Sasl};
+use telbus_broker::match_rule::{MAX_RULE_LENGTH, MatchRule};
+use telbus_broker::service_file::parse_service_file;
+use telbus_broker::wire;
+
+/// The SASL exchange: a client's bytes, fed to the server's state machine.
+///
+/// The first byte picks the configuration (anonymous allowed, fd passing, a peer uid); the second
+/// how the rest is cut into reads. Properties: the conversation comes out the same whether the
+/// bytes arrive at once or in pieces; every reply is a whole line the protocol knows; consumed
+/// bytes never exceed what was given.
+pub fn sasl(data: &[u8]) {
+    let Some((&config_byte, rest)) = data.split_first() else {
+        return;
+    };
+    let Some((&cut, input)) = rest.split_first() else {
+        return;
+    };
+    let config = Arc::new(AuthConfig {
+        mechanisms: if config_byte & 4 != 0 {
+            vec!["EXTERNAL".to_string()]
+        } else {
+            Vec::new()
+        },
+        allow_anonymous: config_byte & 1 != 0,
+        guid: "0123456789abcdef0123456789abcdef".to_string(),
+        unix_fd_capable: config_byte & 2 != 0,
+    });
+    let peer_uid = (config_byte & 8 == 0).then_some(1000);
+    let whole = converse(&config, peer_uid, input, input.len().max(1));
+    let pieces = converse(&config, peer_uid, input, usize::from(cut % 7) + 1);
+    assert_eq!(
+        whole, pieces,
+        "the conversation depends on how the bytes arrive"
+    );
+    let (replies, _, consumed) = whole;
+    assert!(consumed <= input.len());
+    for line in replies.split_inclusive(|&b| b == b'\n') {
+        let text = std::str::from_utf8(line).expect("replies are ASCII");
+        let text = text
+            .strip_suffix("\r\n")
+            .unwrap_or_else(|| panic!("a reply that is not a whole line: {text:?}"));
+        let command = text.split(' ').next().unwrap_or("");
+        assert!(
+            ["OK", "REJECTED", "DATA", "ERROR", "AGREE_UNIX_FD"].contains(&command),
+            "unknown reply {text:?}"
+        );
+    }
+}
+
+/// Feed `input` to a fresh conversation in reads of `chunk` bytes, as the event loop does.
+/// Returns the replies, how it ended (Debug text) and the bytes consumed.
+fn converse(
+    config: &Arc<AuthConfig>,
+    peer_uid: Option<u32>,
+    input: &[u8],
+    chunk: usize,
+) -> (Vec<u8>, String, usize) {
+    let mut sasl = Sasl::new(config.clone(), peer_uid);
+    let mut replies = Vec::new();
+    let mut pending: Vec<u8> = Vec::new();
+    let mut consumed = 0;
+    for piece in input.chunks(chunk) {
+        pending.extend_from_slice(piece);
+        match sasl.feed(&pending, &mut replies) {
+            Ok(progress) => {
+                assert!(progress.consumed <= pending.len());
+                pending.drain(..progress.consumed);
+                consumed += progress.consumed;
+                if let Some(done) = progress.done {
+                    // Feeding again after BEGIN is refused.
+                    let again = sasl.feed(&pending, &mut Vec::new());
+                    assert_eq!(again, Err(AuthError::AlreadyDone));
+                    return (replies, format!("{done:?}"), consumed);
+                }
+            }
+            // Where the error struck within a read is not reported: only the replies and the
+            // error are compared.
+            Err(e) => return (replies, format!("{e:?}"), 0),
+        }
+    }
+    (replies, "unfinished".to_string(), consumed)
+}
+
+/// Framing, header fields and body validation: the bytes of one message as a client sends it.
+///
+/// Properties: a message the bus accepts carries the sender the bus stamped; its length is what
+/// framing says; stamping it again changes nothing but the sender; header and body survive.
+pub fn wire_message(data: &[u8]) {
+    let Ok(Some(len)) = wire::message_len(data, wire::MAX_MESSAGE_SIZE) else {
+        return;
+    };
+    if len > data.len() {
+        return;
+    }
+    // Messages that announce descriptors are refused: none came with these bytes.
+    let no_fds = |n: usize| (n == 0).then(Vec::new);
+    let Ok(msg) = wire::stamp_client_message(&data[..len], ":1.42", no_fds) else {
+        return;
+    };
+    let header = msg.header();
+    assert_eq!(header.sender().map(|s| s.as_str()), Some(":1.42"));
+    let bytes = msg.data().bytes();
+    assert_eq!(
+        wire::message_len(bytes, wire::MAX_MESSAGE_SIZE).unwrap(),
+        Some(bytes.len())
+    );
+    let again = wire::stamp_client_message(bytes, ":1.42", no_fds)
+        .expect("a message the bus stamped is valid");
+    assert_eq!(
+        again.data().bytes(),
+        bytes,
+        "stamping twice changed the message"
+    );
+    let other = wire::stamp_client_message(bytes, ":1.7", no_fds).expect("restamped");
+    let other_header = other.header();
+    assert_eq!(other_header.sender().map(|s| s.as_str()), Some(":1.7"));
+    assert_eq!(other_header.path(), header.path());
+    assert_eq!(other_header.member(), header.member());
+    assert_eq!(other_header.interface(), header.interface());
+    assert_eq!(other_header.destination(), header.destination());
+    assert_eq!(other_header.reply_serial(), header.reply_serial());
+    assert_eq!(other.body().signature(), msg.body().signature());
+    let route = wire::Route::of(&header);
+    assert_eq!(route.serial, header.primary().serial_num().get());
+}
+
+/// Match rules (AddMatch's argument): a rule that parses prints a text that parses back to the
+/// same rule and prints the same text.
+pub fn match_rule(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(rule) = MatchRule::parse(text) else {
+        return;
+    };
+    let canonical = rule.to_string();
+    if canonical.len() > MAX_RULE_LENGTH {
+        // Quoting can make the canonical text longer than the 1024 bytes a client may send
+        // (dbus-daemon's canonical text grows the same way): nothing to re-parse.
+        return;
+    }
+    let reparsed = MatchRule::parse(&canonical)
+        .unwrap_or_else(|e| panic!("{text:?} printed as {canonical:?}, which fails: {e}"));
+    assert_eq!(reparsed, rule, "{text:?} printed as {canonical:?}");
+    assert_eq!(reparsed.to_string(), canonical);
+}
+
+/// The XML bus configuration. Loading is deterministic, and an error names the file.
+pub fn busconfig(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let path = Path::new("/nonexistent/telbus-fuzz/bus.conf");
+    match telbus_busconfig::load_str(text, path) {
+        Ok(config) => {
+            let again = telbus_busconfig::load_str(text, path).expect("loads twice");
+            assert_eq!(format!("{config:?}"), format!("{again:?}"));
+        }
+        Err(e) => {
+            let message = e.to_string();
+            assert!(
+                message.starts_with('/'),
+                "an error without its file: {message}"
+            );
+        }
+    }
+}
+
+/// `.service` files: an entry that parses, written back as a file, parses to the same entry.
+pub fn service_file(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let path = Path::new("/nonexistent/org.example.Fuzz.service");
+    let Ok(entry) = parse_service_file(text, path) else {
+        return;
+    };
+    let mut written = format!("[D-BUS Service]\nName={}\n", entry.name);
+    for (key, value) in [
+        ("Exec", &entry.exec),
+        ("User", &entry.user),
+        ("SystemdService", &entry.systemd_service),
+        ("AssumedAppArmorLabel", &entry.apparmor_label),
+    ] {
+        if let Some(value) = value {
+            written.push_str(&format!("{key}={value}\n"));
+        }
+    }
+    let reparsed = parse_service_file(&written, path)
+        .unwrap_or_else(|e| panic!("{text:?} written back as {written:?} fails: {e}"));
+    assert_eq!(reparsed, entry, "written back as {written:?}");
+}
+
+/// The TelAF `.api` language: a file that compiles gives well-formed introspection XML, the
+/// same each time.
+pub fn api(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(api) = telbus_interfaces::compile_in_memory("fuzz", text, &[]) else {
+        return;
+    };
+    let xml = telbus_interfaces::xml::generate(&api);
+    let mut reader = quick_xml::Reader::from_str(&xml);
+    loop {
+        match reader.read_event() {
+            Ok(quick_xml::events::Event::Eof) => break,
+            Ok(_) => {}
+            Err(e) => panic!("generated XML is not well-formed ({e}):\n{xml}"),
+        }
+    }
+    let again = telbus_interfaces::compile_in_memory("fuzz", text, &[]).expect("compiles twice");
+    assert_eq!(telbus_interfaces::xml::generate(&again), xml);
+}
+
+/// What a fuzz target runs on each input.
+pub type Check = fn(&[u8]);
+
+/// Every target by name, for the replay test.
+pub const TARGETS: [(&str, Check); 6] = [
+    ("sasl", sasl),
+    ("wire_message", wire_message),
+    ("match_rule", match_rule),
+    ("busconfig", busconfig),
+    ("service_file", service_file),
+    ("api", api),
+];
