@@ -15,7 +15,7 @@ mod replies;
 mod router;
 mod stats;
 mod telaf;
-mod wire;
+use telbus_broker::wire;
 
 use std::process::ExitCode;
 
