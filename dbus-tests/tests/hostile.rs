@@ -547,7 +547,7 @@ fn too_many_unix_fds_on_a_message_disconnect() {
         b"hhhhhhhh",
         &body,
     );
-    let _ = offender.send_with_fds(&bytes, &fds);
+    let _ = offender.send_bytes_with_fds(&bytes, &fds);
     assert!(
         closed_by_bus(&mut offender.stream),
         "8 fds passed a limit of 4"
@@ -577,7 +577,7 @@ fn a_flood_of_unix_fds_without_messages_is_cut_off() {
     let mut cut_off = false;
     for byte in &bytes[..200] {
         if offender
-            .send_with_fds(std::slice::from_ref(byte), &fds)
+            .send_bytes_with_fds(std::slice::from_ref(byte), &fds)
             .is_err()
         {
             cut_off = true;

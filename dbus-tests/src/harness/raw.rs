@@ -327,3 +327,85 @@ impl RawClient {
         }
     }
 }
+
+/// Added by the hostile suite (raw bytes with fds, connections that may be refused).
+impl RawClient {
+    pub fn send_bytes_with_fds(
+        &mut self,
+        bytes: &[u8],
+        fds: &[std::os::fd::BorrowedFd<'_>],
+    ) -> std::io::Result<()> {
+        use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags, sendmsg};
+        use std::mem::MaybeUninit;
+        let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        if !control.push(SendAncillaryMessage::ScmRights(fds)) {
+            return Err(std::io::Error::other(
+                "too many descriptors for one message",
+            ));
+        }
+        let sent = sendmsg(
+            &self.stream,
+            &[std::io::IoSlice::new(bytes)],
+            &mut control,
+            SendFlags::NOSIGNAL,
+        )?;
+        if sent < bytes.len() {
+            self.stream.write_all(&bytes[sent..])?;
+        }
+        Ok(())
+    }
+
+    /// Connects, authenticates and says Hello like [`RawClient::connect`], but returns None
+    /// where the bus refuses any step (a limit reached) instead of panicking.
+    pub fn try_connect(bus: &TestBus) -> Option<RawClient> {
+        let mut stream = UnixStream::connect(Path::new(&socket_path(bus))).ok()?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .ok()?;
+        let uid = rustix::process::geteuid().as_raw().to_string();
+        let hex: String = uid.bytes().map(|b| format!("{b:02x}")).collect();
+        stream
+            .write_all(format!("\0AUTH EXTERNAL {hex}\r\nBEGIN\r\n").as_bytes())
+            .ok()?;
+        let line = try_read_line(&mut stream)?;
+        if !line.starts_with("OK ") {
+            return None;
+        }
+        let mut client = RawClient {
+            stream,
+            serial: 0,
+            unique_name: String::new(),
+        };
+        let serial = client.send(driver_call("Hello"), &());
+        loop {
+            let msg = client.read_message()?;
+            let header = msg.header();
+            if header.reply_serial().map(|s| s.get()) != Some(serial) {
+                continue;
+            }
+            if header.message_type() != Type::MethodReturn {
+                return None;
+            }
+            client.unique_name = msg.body().deserialize::<String>().ok()?;
+            return Some(client);
+        }
+    }
+
+    /// The serial the next [`RawClient::send`] will use, for messages built by hand.
+    pub fn next_serial(&mut self) -> u32 {
+        self.serial += 1;
+        self.serial
+    }
+}
+
+/// A line of the SASL exchange, or None when the bus closes the connection or times out.
+pub fn try_read_line(stream: &mut UnixStream) -> Option<String> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\r\n") {
+        stream.read_exact(&mut byte).ok()?;
+        line.push(byte[0]);
+    }
+    Some(String::from_utf8_lossy(&line).trim_end().to_string())
+}
