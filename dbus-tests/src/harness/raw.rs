@@ -102,24 +102,7 @@ impl RawClient {
     pub fn read_message(&mut self) -> Option<Message> {
         let mut fixed = [0u8; 16];
         self.stream.read_exact(&mut fixed).ok()?;
-        let endian = match fixed[0] {
-            b'l' => Endian::Little,
-            b'B' => Endian::Big,
-            other => panic!("the bus sent endianness byte {other:#x}"),
-        };
-        let word = |at: usize| {
-            let bytes = [fixed[at], fixed[at + 1], fixed[at + 2], fixed[at + 3]];
-            match endian {
-                Endian::Little => u32::from_le_bytes(bytes),
-                Endian::Big => u32::from_be_bytes(bytes),
-            }
-        } as usize;
-        let body_len = word(4);
-        let fields_len = word(12);
-        let header_len = (16 + fields_len).div_ceil(8) * 8;
-        let mut bytes = fixed.to_vec();
-        bytes.resize(header_len + body_len, 0);
-        self.stream.read_exact(&mut bytes[16..]).ok()?;
+        let (bytes, endian) = read_rest_of_message(&mut self.stream, fixed)?;
         // SAFETY: from_bytes is unsafe only because it trusts the encoding; the bus sent it, and
         // a test that reads garbage fails on the assertion that follows anyway.
         unsafe { Message::from_bytes(Data::new(bytes, Context::new(endian, 0))) }.ok()
@@ -157,6 +140,29 @@ pub fn driver_call(member: &'static str) -> Builder<'static> {
     Message::method_call("/org/freedesktop/DBus", member)
         .destination("org.freedesktop.DBus")
         .interface("org.freedesktop.DBus")
+}
+
+/// Reads the rest of a message whose fixed 16-byte header is `fixed`: its whole bytes and order.
+fn read_rest_of_message(stream: &mut UnixStream, fixed: [u8; 16]) -> Option<(Vec<u8>, Endian)> {
+    let endian = match fixed[0] {
+        b'l' => Endian::Little,
+        b'B' => Endian::Big,
+        other => panic!("the bus sent endianness byte {other:#x}"),
+    };
+    let word = |at: usize| {
+        let bytes = [fixed[at], fixed[at + 1], fixed[at + 2], fixed[at + 3]];
+        match endian {
+            Endian::Little => u32::from_le_bytes(bytes),
+            Endian::Big => u32::from_be_bytes(bytes),
+        }
+    } as usize;
+    let body_len = word(4);
+    let fields_len = word(12);
+    let header_len = (16 + fields_len).div_ceil(8) * 8;
+    let mut bytes = fixed.to_vec();
+    bytes.resize(header_len + body_len, 0);
+    stream.read_exact(&mut bytes[16..]).ok()?;
+    Some((bytes, endian))
 }
 
 fn read_line(stream: &mut UnixStream) -> String {
@@ -292,22 +298,7 @@ impl RawClient {
             }
             got += received;
         }
-        let endian = match fixed[0] {
-            b'l' => Endian::Little,
-            b'B' => Endian::Big,
-            other => panic!("the bus sent endianness byte {other:#x}"),
-        };
-        let word = |at: usize| {
-            let bytes = [fixed[at], fixed[at + 1], fixed[at + 2], fixed[at + 3]];
-            match endian {
-                Endian::Little => u32::from_le_bytes(bytes),
-                Endian::Big => u32::from_be_bytes(bytes),
-            }
-        } as usize;
-        let header_len = (16 + word(12)).div_ceil(8) * 8;
-        let mut bytes = fixed.to_vec();
-        bytes.resize(header_len + word(4), 0);
-        self.stream.read_exact(&mut bytes[16..]).ok()?;
+        let (bytes, endian) = read_rest_of_message(&mut self.stream, fixed)?;
         // SAFETY: as in read_message.
         unsafe { Message::from_bytes(Data::new_fds(bytes, Context::new(endian, 0), fds)) }.ok()
     }
