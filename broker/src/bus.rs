@@ -407,7 +407,6 @@ impl Bus {
                     return;
                 }
             };
-            let limits = &self.config.limits;
             let id = self.next_id;
             self.next_id += 1;
             if let Err(e) = epoll::add(
