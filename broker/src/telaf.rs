@@ -865,7 +865,7 @@ fn interface_xml() -> String {
 fn process_facts(creds: &telbus_broker::transport::PeerCredentials) -> ProcessFacts {
     let mut facts = ProcessFacts {
         uid: creds.uid,
-        user: creds.uid.and_then(user_name),
+        user: creds.uid.and_then(telbus_busconfig::user_name),
         ..Default::default()
     };
     facts.gids = creds
@@ -874,7 +874,11 @@ fn process_facts(creds: &telbus_broker::transport::PeerCredentials) -> ProcessFa
         .chain(creds.groups.iter().copied())
         .collect();
     facts.gids.dedup();
-    facts.groups = facts.gids.iter().filter_map(|g| group_name(*g)).collect();
+    facts.groups = facts
+        .gids
+        .iter()
+        .filter_map(|g| telbus_busconfig::group_name(*g))
+        .collect();
     if let Some(pid) = creds.pid {
         facts.exe = std::fs::read_link(format!("/proc/{pid}/exe"))
             .ok()
@@ -911,56 +915,6 @@ fn unit_of_cgroup(text: &str) -> Option<String> {
         .rev()
         .find(|c| c.ends_with(".service") || c.ends_with(".scope"))
         .map(str::to_string)
-}
-
-fn user_name(uid: u32) -> Option<String> {
-    let mut buf = vec![0u8; 4096];
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer is to live storage of the size given.
-    let rc = unsafe {
-        libc::getpwuid_r(
-            uid,
-            &mut pwd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc != 0 || result.is_null() {
-        return None;
-    }
-    // SAFETY: on success pw_name points into `buf`, NUL-terminated.
-    Some(
-        unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) }
-            .to_string_lossy()
-            .into_owned(),
-    )
-}
-
-fn group_name(gid: u32) -> Option<String> {
-    let mut buf = vec![0u8; 4096];
-    let mut grp: libc::group = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::group = std::ptr::null_mut();
-    // SAFETY: every pointer is to live storage of the size given.
-    let rc = unsafe {
-        libc::getgrgid_r(
-            gid,
-            &mut grp,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc != 0 || result.is_null() {
-        return None;
-    }
-    // SAFETY: on success gr_name points into `buf`, NUL-terminated.
-    Some(
-        unsafe { std::ffi::CStr::from_ptr(grp.gr_name) }
-            .to_string_lossy()
-            .into_owned(),
-    )
 }
 
 #[cfg(test)]

@@ -75,7 +75,7 @@ pub use loader::{selinux_enabled, selinux_policy_root};
 pub use model::{AppArmorMode, BusConfig, ConfigError, ConfigWarning, Origin, ServiceDir};
 pub use rules::{MessageKind, PolicyContext, PolicySection, ReceiveRule, Rule, RuleKind, SendRule};
 pub use servicedirs::{session_service_dirs, system_service_dirs};
-pub use users::{lookup_group, lookup_user, user_name};
+pub use users::{group_name, lookup_group, lookup_user, user_name};
 
 /// Load a configuration file and everything it includes.
 pub fn load(path: &Path) -> Result<BusConfig, ConfigError> {

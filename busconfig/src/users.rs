@@ -97,7 +97,8 @@ fn passwd_by_name(name: &str) -> Option<u32> {
     })
 }
 
-fn group_by_gid(gid: u32) -> Option<u32> {
+/// A group's gid and name.
+fn group_by_gid(gid: u32) -> Option<(u32, String)> {
     with_buffer(|buffer| {
         let mut gr = MaybeUninit::<libc::group>::uninit();
         let mut result = std::ptr::null_mut();
@@ -114,8 +115,14 @@ fn group_by_gid(gid: u32) -> Option<u32> {
         if rc != 0 {
             return Err(rc);
         }
-        // SAFETY: `result` is null or points at the filled `gr`.
-        Ok((!result.is_null()).then(|| unsafe { gr.assume_init() }.gr_gid))
+        if result.is_null() {
+            return Ok(None);
+        }
+        // SAFETY: `result` points at the filled `gr`, whose name is a NUL-terminated string in
+        // `buffer`.
+        let gr = unsafe { gr.assume_init() };
+        let name = unsafe { CStr::from_ptr(gr.gr_name) };
+        Ok(Some((gr.gr_gid, name.to_string_lossy().into_owned())))
     })
 }
 
@@ -155,7 +162,7 @@ pub fn lookup_user(text: &str) -> Option<u32> {
 /// The gid of a group named in a configuration, as [`lookup_user`] does for users.
 pub fn lookup_group(text: &str) -> Option<u32> {
     match as_number(text) {
-        Some(gid) => group_by_gid(gid),
+        Some(gid) => group_by_gid(gid).map(|(gid, _)| gid),
         None => group_by_name(text),
     }
 }
@@ -163,6 +170,11 @@ pub fn lookup_group(text: &str) -> Option<u32> {
 /// The name of the user with this uid, if the system knows it.
 pub fn user_name(uid: u32) -> Option<String> {
     passwd_by_uid(uid).map(|p| p.name)
+}
+
+/// The name of the group with this gid, if the system knows it.
+pub fn group_name(gid: u32) -> Option<String> {
+    group_by_gid(gid).map(|(_, name)| name)
 }
 
 /// The home directory of the user with this uid (dbus-daemon's default XDG_DATA_HOME base).
