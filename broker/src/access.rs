@@ -76,16 +76,24 @@ impl Bus {
         )
     }
 
-    /// Names to test send_destination / receive_sender rules against: those the connection
-    /// owns, and its unique name.
-    /// The names policy rules see for a connection: as in dbus-daemon, the names it waits
-    /// for in a queue count as well as those it owns.
+    /// The names send_destination / receive_sender rules test for a connection: its unique
+    /// name, and as in dbus-daemon, the names it waits for in a queue as well as those it owns.
     fn names_of(&self, conn: ConnId) -> Vec<&str> {
         let mut names: Vec<&str> = self.names.claimed_by(conn).collect();
         if let Some(peer) = self.peers.get(&conn) {
             names.push(peer.unique.as_str());
         }
         names
+    }
+
+    /// [`names_of`](Self::names_of), or nothing (no allocation) when the rules do not test
+    /// names (`needed` false: a policy without send_destination / receive_sender rules).
+    fn names_for(&self, conn: ConnId, needed: bool) -> Vec<&str> {
+        if needed {
+            self.names_of(conn)
+        } else {
+            Vec::new()
+        }
     }
 
     /// None if `from` may own `name`; otherwise the text that says which rule refused it.
@@ -156,7 +164,10 @@ impl Bus {
         let sender_policy = self.peers.get(&from).and_then(|p| p.policy.as_ref());
         let mut polkit_action = None;
         if let Some(policy) = sender_policy {
-            let receiver_names = to.map(|id| self.names_of(id)).unwrap_or_default();
+            let receiver_names = match to {
+                Some(id) => self.names_for(id, policy.send_tests_names()),
+                None => Vec::new(),
+            };
             let verdict = policy.send_verdict(&facts, &receiver_names, to.is_none());
             if let Decision::Deny(denial) = verdict.decision {
                 return Err(self.rejected("send", from, to, route, is_reply, &denial));
@@ -167,7 +178,7 @@ impl Bus {
             return Ok(polkit_action);
         };
         if let Some(policy) = self.peers.get(&to).and_then(|p| p.policy.as_ref()) {
-            let sender_names = self.names_of(from);
+            let sender_names = self.names_for(from, policy.receive_tests_names());
             if let Decision::Deny(denial) = policy.can_receive(&facts, &sender_names, false, false)
             {
                 return Err(self.rejected("receive", from, Some(to), route, is_reply, &denial));
@@ -219,13 +230,13 @@ impl Bus {
     ) -> Result<(), String> {
         let facts = facts(msg, route, false);
         if let Some(policy) = self.peers.get(&from).and_then(|p| p.policy.as_ref()) {
-            let receiver_names = self.names_of(to);
+            let receiver_names = self.names_for(to, policy.send_tests_names());
             if let Decision::Deny(denial) = policy.can_send(&facts, &receiver_names, false) {
                 return Err(rule_text(&denial));
             }
         }
         if let Some(policy) = self.peers.get(&to).and_then(|p| p.policy.as_ref()) {
-            let sender_names = self.names_of(from);
+            let sender_names = self.names_for(from, policy.receive_tests_names());
             if let Decision::Deny(denial) =
                 policy.can_receive(&facts, &sender_names, false, eavesdropping)
             {

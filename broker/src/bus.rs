@@ -6,7 +6,7 @@
 //! go out in one `sendmsg`. Nothing blocks; a peer that does not read has its messages
 //! wait in its own bounded queue.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -117,7 +117,7 @@ pub fn conn_of_unique(name: &str) -> Option<ConnId> {
 pub struct Bus {
     pub epoll: OwnedFd,
     pub listeners: Vec<Listener>,
-    pub peers: HashMap<ConnId, Peer>,
+    pub peers: telbus_broker::IdMap<ConnId, Peer>,
     pub names: NameRegistry,
     pub matches: MatchIndex<ConnId>,
     pub replies: ReplyTracker,
@@ -189,7 +189,7 @@ impl Bus {
         Ok(Bus {
             epoll: epoll_fd,
             listeners,
-            peers: HashMap::new(),
+            peers: Default::default(),
             names: NameRegistry::default(),
             matches: MatchIndex::new(),
             replies: ReplyTracker::default(),

@@ -1,8 +1,10 @@
 //! The reply tracker: which method calls are waiting for a reply, so that only the callee can
 //! answer, only once, and so that callers learn when the callee goes away or takes too long.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::time::Instant;
+
+use telbus_broker::IdMap;
 
 use crate::ConnId;
 
@@ -22,13 +24,13 @@ struct Pending {
 
 #[derive(Default)]
 pub struct ReplyTracker {
-    pending: HashMap<CallKey, Pending>,
+    pending: IdMap<CallKey, Pending>,
     /// Calls each callee owes a reply to, for its disconnect.
-    by_callee: HashMap<ConnId, Vec<CallKey>>,
+    by_callee: IdMap<ConnId, Vec<CallKey>>,
     /// Calls each caller waits on, for max_replies_per_connection and its disconnect.
-    by_caller: HashMap<ConnId, usize>,
+    by_caller: IdMap<ConnId, usize>,
     /// Calls each user's connections wait on, for max_replies_per_user.
-    by_user: HashMap<u32, usize>,
+    by_user: IdMap<u32, usize>,
     /// Deadlines, earliest first.
     deadlines: BTreeSet<(Instant, CallKey)>,
 }

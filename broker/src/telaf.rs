@@ -82,9 +82,9 @@ struct ServiceRefs {
 pub struct Telaf {
     file: PathBuf,
     def: SystemDef,
-    conns: HashMap<ConnId, Conn>,
+    conns: telbus_broker::IdMap<ConnId, Conn>,
     waiting: Vec<Waiting>,
-    refs: HashMap<ConnId, ServiceRefs>,
+    refs: telbus_broker::IdMap<ConnId, ServiceRefs>,
 }
 
 impl Telaf {
@@ -100,9 +100,9 @@ impl Telaf {
         Ok(Telaf {
             file: file.to_path_buf(),
             def,
-            conns: HashMap::new(),
+            conns: Default::default(),
             waiting: Vec::new(),
-            refs: HashMap::new(),
+            refs: Default::default(),
         })
     }
 }

@@ -175,7 +175,7 @@ pub struct MatchIndex<K> {
     free_entries: Vec<RuleId>,
     owners: Vec<Option<Owner<K>>>,
     free_owners: Vec<OwnerId>,
-    owner_ids: HashMap<K, OwnerId>,
+    owner_ids: crate::IdMap<K, OwnerId>,
     /// Rules without eavesdrop='true'.
     listening: Tree,
     /// Rules with eavesdrop='true'.
@@ -201,7 +201,7 @@ impl<K: Copy + Eq + Hash> MatchIndex<K> {
             free_entries: Vec::new(),
             owners: Vec::new(),
             free_owners: Vec::new(),
-            owner_ids: HashMap::new(),
+            owner_ids: Default::default(),
             listening: Tree::default(),
             eavesdropping: Tree::default(),
             by_unique_destination: HashMap::new(),
@@ -386,6 +386,12 @@ impl<K: Copy + Eq + Hash> MatchIndex<K> {
 
     pub fn is_empty(&self) -> bool {
         self.total == 0
+    }
+
+    /// Whether any rule asks for messages addressed to others (eavesdrop='true'): when none
+    /// does, a unicast message has no recipient here and the lookup can be skipped.
+    pub fn has_eavesdropping_rules(&self) -> bool {
+        !self.eavesdropping.is_empty()
     }
 
     /// Call `f(owner)` once for each connection that has a rule matching `msg`.
