@@ -656,13 +656,17 @@ impl Bus {
         self.release_charges(peer.quota_user(), &released);
         let _ = epoll::delete(&self.epoll, &peer.fd);
         let was_active = peer.is_active();
-        let loginfo = peer.loginfo();
-        drop(peer);
-        if was_active || matches!(why, "closed by peer") {
-            info!("{} disconnected ({loginfo}): {why}", unique_name(id));
+        // A client that closes its end is routine (debug, as its arrival is); the bus
+        // dropping one says why at info, or warn for one that never got as far as Hello.
+        let closed_by_peer = why == "closed by peer";
+        if closed_by_peer {
+            debug!("{} disconnected ({}): {why}", peer.unique, peer.loginfo());
+        } else if was_active {
+            info!("{} disconnected ({}): {why}", peer.unique, peer.loginfo());
         } else {
-            warn!("{} disconnected ({loginfo}): {why}", unique_name(id));
+            warn!("{} disconnected ({}): {why}", unique_name(id), peer.loginfo());
         }
+        drop(peer);
         self.matches.remove_owner(id);
         for key in self.replies.remove_connection(id) {
             self.send_error_to_caller(

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use telbus_broker::match_rule::MatchRule;
 use telbus_broker::transport::PeerCredentials;
-use tracing::{info, warn};
+use tracing::{debug, warn};
 use zbus::Message;
 use zbus::message::Header;
 use zbus::names::BusName;
@@ -432,7 +432,7 @@ impl Bus {
         let peer = self.peers.get_mut(&from).expect("caller exists");
         peer.phase = Phase::Active;
         let name = peer.unique_name();
-        info!("{name} connected ({})", peer.loginfo());
+        debug!("{name} connected ({})", peer.loginfo());
         Ok(name)
     }
 
@@ -750,6 +750,14 @@ impl Bus {
     }
 
     pub fn emit_name_owner_changed(&mut self, name: &str, old: Option<&str>, new: Option<&str>) {
+        // Every connection's arrival and departure comes here: build nothing for nobody.
+        if self.monitors.is_empty()
+            && !self
+                .matches
+                .may_match_signal(DRIVER, IFACE, "NameOwnerChanged")
+        {
+            return;
+        }
         let built = Message::signal(PATH, IFACE, "NameOwnerChanged")
             .sender(DRIVER)
             .build(&(name, old.unwrap_or(""), new.unwrap_or("")));
