@@ -76,23 +76,28 @@ impl Bus {
         )
     }
 
-    /// The names send_destination / receive_sender rules test for a connection: its unique
-    /// name, and as in dbus-daemon, the names it waits for in a queue as well as those it owns.
-    fn names_of(&self, conn: ConnId) -> Vec<&str> {
-        let mut names: Vec<&str> = self.names.claimed_by(conn).collect();
-        if let Some(peer) = self.peers.get(&conn) {
-            names.push(peer.unique.as_str());
+    /// Call `f` with the names send_destination / receive_sender rules test for a connection:
+    /// its unique name, and as in dbus-daemon, the names it waits for in a queue as well as
+    /// those it owns; with none when `needed` is false (the rules test no names). Decisions
+    /// run for every message and every recipient of a broadcast, so the names of a connection
+    /// with few (most have only their unique name) are gathered on the stack.
+    fn with_names<R>(&self, conn: ConnId, needed: bool, f: impl FnOnce(&[&str]) -> R) -> R {
+        const ON_STACK: usize = 4;
+        if !needed {
+            return f(&[]);
         }
-        names
-    }
-
-    /// [`names_of`](Self::names_of), or nothing (no allocation) when the rules do not test
-    /// names (`needed` false: a policy without send_destination / receive_sender rules).
-    fn names_for(&self, conn: ConnId, needed: bool) -> Vec<&str> {
-        if needed {
-            self.names_of(conn)
+        let unique = self.peers.get(&conn).map(|p| p.unique.as_str());
+        let names = self.names.claimed_by(conn).chain(unique);
+        if self.names.claims_of(conn) < ON_STACK {
+            let mut array = [""; ON_STACK];
+            let mut count = 0;
+            for name in names {
+                array[count] = name;
+                count += 1;
+            }
+            f(&array[..count])
         } else {
-            Vec::new()
+            f(&names.collect::<Vec<_>>())
         }
     }
 
@@ -164,11 +169,12 @@ impl Bus {
         let sender_policy = self.peers.get(&from).and_then(|p| p.policy.as_ref());
         let mut polkit_action = None;
         if let Some(policy) = sender_policy {
-            let receiver_names = match to {
-                Some(id) => self.names_for(id, policy.send_tests_names()),
-                None => Vec::new(),
+            let verdict = match to {
+                Some(id) => self.with_names(id, policy.send_tests_names(), |names| {
+                    policy.send_verdict(&facts, names, false)
+                }),
+                None => policy.send_verdict(&facts, &[], true),
             };
-            let verdict = policy.send_verdict(&facts, &receiver_names, to.is_none());
             if let Decision::Deny(denial) = verdict.decision {
                 return Err(self.rejected("send", from, to, route, is_reply, &denial));
             }
@@ -178,9 +184,10 @@ impl Bus {
             return Ok(polkit_action);
         };
         if let Some(policy) = self.peers.get(&to).and_then(|p| p.policy.as_ref()) {
-            let sender_names = self.names_for(from, policy.receive_tests_names());
-            if let Decision::Deny(denial) = policy.can_receive(&facts, &sender_names, false, false)
-            {
+            let decision = self.with_names(from, policy.receive_tests_names(), |names| {
+                policy.can_receive(&facts, names, false, false)
+            });
+            if let Decision::Deny(denial) = decision {
                 return Err(self.rejected("receive", from, Some(to), route, is_reply, &denial));
             }
         }
@@ -230,16 +237,18 @@ impl Bus {
     ) -> Result<(), String> {
         let facts = facts(msg, route, false);
         if let Some(policy) = self.peers.get(&from).and_then(|p| p.policy.as_ref()) {
-            let receiver_names = self.names_for(to, policy.send_tests_names());
-            if let Decision::Deny(denial) = policy.can_send(&facts, &receiver_names, false) {
+            let decision = self.with_names(to, policy.send_tests_names(), |names| {
+                policy.can_send(&facts, names, false)
+            });
+            if let Decision::Deny(denial) = decision {
                 return Err(rule_text(&denial));
             }
         }
         if let Some(policy) = self.peers.get(&to).and_then(|p| p.policy.as_ref()) {
-            let sender_names = self.names_for(from, policy.receive_tests_names());
-            if let Decision::Deny(denial) =
-                policy.can_receive(&facts, &sender_names, false, eavesdropping)
-            {
+            let decision = self.with_names(from, policy.receive_tests_names(), |names| {
+                policy.can_receive(&facts, names, false, eavesdropping)
+            });
+            if let Decision::Deny(denial) = decision {
                 return Err(rule_text(&denial));
             }
         }
