@@ -664,7 +664,11 @@ impl Bus {
         } else if was_active {
             info!("{} disconnected ({}): {why}", peer.unique, peer.loginfo());
         } else {
-            warn!("{} disconnected ({}): {why}", unique_name(id), peer.loginfo());
+            warn!(
+                "{} disconnected ({}): {why}",
+                unique_name(id),
+                peer.loginfo()
+            );
         }
         drop(peer);
         self.matches.remove_owner(id);

@@ -590,7 +590,6 @@ impl Bus {
                 pid: Some(std::process::id()),
                 groups: Vec::new(),
                 security_label: None,
-                pidfd: None,
             });
         }
         if BusName::try_from(name).is_err() {
@@ -600,7 +599,7 @@ impl Bus {
             ));
         }
         match self.resolve_conn(name).and_then(|id| self.peers.get(&id)) {
-            Some(peer) => Ok(copy_credentials(&peer.creds)),
+            Some(peer) => Ok(peer.creds.clone()),
             None => Err(err(
                 NAME_HAS_NO_OWNER,
                 format!("Could not get {what} of name '{name}': no such name"),
@@ -871,18 +870,6 @@ fn introspect_path(path: &str) -> String {
     }
     xml.push_str("</node>\n");
     xml
-}
-
-/// The credentials the driver reports (the pidfd stays with the connection).
-fn copy_credentials(c: &PeerCredentials) -> PeerCredentials {
-    PeerCredentials {
-        uid: c.uid,
-        gid: c.gid,
-        pid: c.pid,
-        groups: c.groups.clone(),
-        security_label: c.security_label.clone(),
-        pidfd: None,
-    }
 }
 
 fn interface_tail(iface: &str) -> String {

@@ -394,15 +394,20 @@ impl<K: Copy + Eq + Hash> MatchIndex<K> {
     /// (NameOwnerChanged for every connection that comes and goes), to skip that work when
     /// nobody listens.
     pub fn may_match_signal(&self, sender: &str, interface: &str, member: &str) -> bool {
-        [&self.listening, &self.eavesdropping].into_iter().any(|tree| {
-            std::iter::once(&tree.any_sender)
-                .chain(tree.by_sender.get(sender))
-                .any(|filed| {
-                    filed.by_member.get(member).is_some_and(|l| !l.is_empty())
-                        || filed.by_interface.get(interface).is_some_and(|l| !l.is_empty())
-                        || !filed.rest.is_empty()
-                })
-        })
+        [&self.listening, &self.eavesdropping]
+            .into_iter()
+            .any(|tree| {
+                std::iter::once(&tree.any_sender)
+                    .chain(tree.by_sender.get(sender))
+                    .any(|filed| {
+                        filed.by_member.get(member).is_some_and(|l| !l.is_empty())
+                            || filed
+                                .by_interface
+                                .get(interface)
+                                .is_some_and(|l| !l.is_empty())
+                            || !filed.rest.is_empty()
+                    })
+            })
     }
 
     /// Whether any rule asks for messages addressed to others (eavesdrop='true'): when none
