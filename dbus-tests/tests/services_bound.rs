@@ -140,15 +140,21 @@ impl BoundBus {
     /// Waits until the bus's stderr (where the activated services log too) has `needle`.
     #[track_caller]
     fn wait_for_log(&self, needle: &str) -> String {
+        self.wait_for_log_where(needle, |log| log.contains(needle))
+    }
+
+    /// Waits until the bus's stderr satisfies `done` (`what` says what is awaited).
+    #[track_caller]
+    fn wait_for_log_where(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + STEP_TIMEOUT;
         loop {
             let log = self.bus.daemon_stderr();
-            if log.contains(needle) {
+            if done(&log) {
                 return log;
             }
             assert!(
                 Instant::now() < deadline,
-                "the bus's log never showed {needle:?}:\n{log}"
+                "the bus's log never showed {what:?}:\n{log}"
             );
             // The log is a pipe read by a thread: nothing to await but its growth.
             std::thread::sleep(Duration::from_millis(20));
@@ -375,13 +381,8 @@ fn bound_clients_reach_every_service_started_on_first_use() {
         assert!(t.has_owner(name), "{name} was not activated");
     }
     // Every service found the bus's Broker1, and each was recognised as its app.
-    let log = t.bus.daemon_stderr();
-    assert_eq!(
-        log.matches("client lifetimes: io.telaf.Broker1 (AddReference, ClientGone)")
-            .count(),
-        5,
-        "{log}"
-    );
+    let lifetimes = "client lifetimes: io.telaf.Broker1 (AddReference, ClientGone)";
+    let log = t.wait_for_log_where(lifetimes, |log| log.matches(lifetimes).count() == 5);
     for (app, exe) in [
         ("infoService", "telbus-le-info"),
         ("gpioService", "telbus-le-gpio"),
@@ -810,7 +811,7 @@ fn the_quick_start_script_starts_a_bound_bus_and_its_printed_lines_work() {
         .wait_exit(STEP_TIMEOUT)
         .expect("start-bus.sh exits on SIGTERM");
     assert!(!dir.exists(), "{} was left behind", dir.display());
-    let log = script.stderr();
+    let log = script.wait_for_stderr(STEP_TIMEOUT, |e| e.contains("services/demo.bindings"));
     assert!(
         log.contains("TelAF bindings loaded from") && log.contains("services/demo.bindings"),
         "{log}"
