@@ -29,7 +29,7 @@ The pieces:
                    are registered with the bus (io.telaf.Broker1) and released when their
                    client leaves. telbus-sdir list (or telbusctl bindings) shows it all.
   examples         target/release/telaf-call NUMBER makes a call with the generated zbus
-                   proxy and prints its events; telaf-hold data|pm TAG holds a reference
+                   proxy and prints its events; telaf-hold data|pm TAG|gpio N holds a reference
 Each program takes --help. Logs of the bus and of activated services go to this terminal
 (stderr); TELBUS_LOG=debug shows more.
 HELP

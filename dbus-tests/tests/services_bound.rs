@@ -3,7 +3,7 @@
 //! through their `.service` files. The services register the references they hand out with
 //! the bus (io.telaf.Broker1.AddReference) and release them on its ClientGone notice when
 //! their client dies (SIGKILL): the call ends (le_mcc), the connection drops with its last
-//! holder (le_data), the wakeup source goes (le_pm). Bound clients (the example programs, app
+//! holder (le_data), the wakeup source goes (le_pm), the GPIO pin is free again (le_gpio). Bound clients (the example programs, app
 //! `demo`; busctl, app `shell`) are allowed; unbound ones are refused with AccessDenied naming
 //! the missing binding, before anything is started for them; another client's reference is
 //! refused by the bus. Last, `scripts/start-bus.sh` (the README's first command) is run and
@@ -711,6 +711,61 @@ fn le_pm_wakeup_source_is_released_through_client_gone_when_its_holder_is_killed
         ])
         .assert_success();
     assert_eq!(out.stdout.trim(), "a(ossu) 0");
+    t.bus.assert_alive();
+}
+
+#[test]
+fn le_gpio_pin_is_freed_through_client_gone_when_its_owner_is_killed() {
+    let t = BoundBus::start();
+    run(async {
+        let me = t.bus.connect().await;
+        let pin = LeGpioProxy::builder(&me)
+            .destination(PIN1)
+            .path("/io/telaf/le_gpioPin1")
+            .build()
+            .await
+            .unwrap();
+        let owner = || async {
+            zbus::Proxy::new(&me, PIN1, "/io/telaf/le_gpioPin1", "io.telaf.sim.le_gpio")
+                .await
+                .unwrap()
+                .get_property::<String>("Owner")
+                .await
+                .unwrap()
+        };
+        // Activates the pin's service.
+        assert_eq!(owner().await, "");
+        let mut changes = property_changes(&me, "/io/telaf/le_gpioPin1").await;
+
+        let holder = t.example("telaf-hold", &["gpio", "1"]);
+        holder.wait_for_text("holding pin 1 (SetPushPullOutput: 0)", STEP_TIMEOUT);
+        let name = unique_name_of_pid(&me, holder.pid()).await;
+        assert_eq!(owner().await, name);
+        // The pin is the holder's: configuring it is LE_BUSY for us, reading is open.
+        let high = le_gpio::Polarity::ACTIVE_HIGH.to_wire();
+        assert_eq!(pin.set_input(high).await.unwrap(), LeResult::Busy.to_wire());
+        assert!(pin.is_output().await.unwrap());
+        // Its session is a shared reference: registered with the bus, callable by all.
+        let held = references_of(&me, &name).await;
+        assert_eq!(held.len(), 1, "{held:?}");
+        assert!(
+            held[0].starts_with("/io/telaf/le_gpioPin1/session/"),
+            "{held:?}"
+        );
+
+        holder.stop(); // SIGKILL
+        loop {
+            let value = next_value(&mut changes, "io.telaf.sim.le_gpio", "Owner").await;
+            if String::try_from(value).unwrap().is_empty() {
+                break;
+            }
+        }
+        t.wait_for_log(&format!(
+            "client left the bus; releasing what it held client=\"{name}\" references=1 via=\"ClientGone\""
+        ));
+        assert_eq!(pin.set_input(high).await.unwrap(), ok());
+        assert_eq!(owner().await, me.unique_name().unwrap().as_str());
+    });
     t.bus.assert_alive();
 }
 
