@@ -380,21 +380,48 @@ fn bound_clients_reach_every_service_started_on_first_use() {
     for name in [INFO, PIN1, MCC, DATA, PM] {
         assert!(t.has_owner(name), "{name} was not activated");
     }
-    // Every service found the bus's Broker1, and each was recognised as its app.
+    // Every service found the bus's Broker1 ...
     let lifetimes = "client lifetimes: io.telaf.Broker1 (AddReference, ClientGone)";
-    let log = t.wait_for_log_where(lifetimes, |log| log.matches(lifetimes).count() == 5);
-    for (app, exe) in [
-        ("infoService", "telbus-le-info"),
-        ("gpioService", "telbus-le-gpio"),
-        ("modemService", "telbus-le-mcc"),
-        ("dataConnectionService", "telbus-le-data"),
-        ("powerMgr", "telbus-le-pm"),
-    ] {
+    t.wait_for_log_where(lifetimes, |log| log.matches(lifetimes).count() == 5);
+    // ... and the bus recognised each as its app, by executable.
+    run(async {
+        let conn = t.bus.connect().await;
+        let reply = conn
+            .call_method(
+                Some("org.freedesktop.DBus"),
+                "/io/telaf/Broker1",
+                Some("io.telaf.Broker1"),
+                "List",
+                &(),
+            )
+            .await
+            .unwrap();
+        let list: serde_json::Value =
+            serde_json::from_str(&reply.body().deserialize::<String>().unwrap()).unwrap();
+        let connections = list["connections"].as_array().unwrap();
+        for (app, exe) in [
+            ("infoService", "telbus-le-info"),
+            ("gpioService", "telbus-le-gpio"),
+            ("modemService", "telbus-le-mcc"),
+            ("dataConnectionService", "telbus-le-data"),
+            ("powerMgr", "telbus-le-pm"),
+        ] {
+            let exe = program(exe).display().to_string();
+            assert!(
+                connections
+                    .iter()
+                    .any(|c| c["principal"] == app && c["app"] == true && c["exe"] == exe.as_str()),
+                "{app} {exe}: {list:#}"
+            );
+        }
+        let me = conn.unique_name().unwrap().to_string();
         assert!(
-            log.contains(&format!("is app {app} (exe={}", program(exe).display())),
-            "{app}:\n{log}"
+            connections
+                .iter()
+                .any(|c| c["client"] == me.as_str() && c["principal"] == "tests"),
+            "{list:#}"
         );
-    }
+    });
     t.bus.assert_alive();
 }
 
