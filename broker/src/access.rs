@@ -76,16 +76,29 @@ impl Bus {
         )
     }
 
-    /// Names to test send_destination / receive_sender rules against: those the connection
-    /// owns, and its unique name.
-    /// The names policy rules see for a connection: as in dbus-daemon, the names it waits
-    /// for in a queue count as well as those it owns.
-    fn names_of(&self, conn: ConnId) -> Vec<&str> {
-        let mut names: Vec<&str> = self.names.claimed_by(conn).collect();
-        if let Some(peer) = self.peers.get(&conn) {
-            names.push(peer.unique.as_str());
+    /// Call `f` with the names send_destination / receive_sender rules test for a connection:
+    /// its unique name, and as in dbus-daemon, the names it waits for in a queue as well as
+    /// those it owns; with none when `needed` is false (the rules test no names). Decisions
+    /// run for every message and every recipient of a broadcast, so the names of a connection
+    /// with few (most have only their unique name) are gathered on the stack.
+    fn with_names<R>(&self, conn: ConnId, needed: bool, f: impl FnOnce(&[&str]) -> R) -> R {
+        const ON_STACK: usize = 4;
+        if !needed {
+            return f(&[]);
         }
-        names
+        let unique = self.peers.get(&conn).map(|p| p.unique.as_str());
+        let names = self.names.claimed_by(conn).chain(unique);
+        if self.names.claims_of(conn) < ON_STACK {
+            let mut array = [""; ON_STACK];
+            let mut count = 0;
+            for name in names {
+                array[count] = name;
+                count += 1;
+            }
+            f(&array[..count])
+        } else {
+            f(&names.collect::<Vec<_>>())
+        }
     }
 
     /// None if `from` may own `name`; otherwise the text that says which rule refused it.
@@ -156,8 +169,12 @@ impl Bus {
         let sender_policy = self.peers.get(&from).and_then(|p| p.policy.as_ref());
         let mut polkit_action = None;
         if let Some(policy) = sender_policy {
-            let receiver_names = to.map(|id| self.names_of(id)).unwrap_or_default();
-            let verdict = policy.send_verdict(&facts, &receiver_names, to.is_none());
+            let verdict = match to {
+                Some(id) => self.with_names(id, policy.send_tests_names(), |names| {
+                    policy.send_verdict(&facts, names, false)
+                }),
+                None => policy.send_verdict(&facts, &[], true),
+            };
             if let Decision::Deny(denial) = verdict.decision {
                 return Err(self.rejected("send", from, to, route, is_reply, &denial));
             }
@@ -167,9 +184,10 @@ impl Bus {
             return Ok(polkit_action);
         };
         if let Some(policy) = self.peers.get(&to).and_then(|p| p.policy.as_ref()) {
-            let sender_names = self.names_of(from);
-            if let Decision::Deny(denial) = policy.can_receive(&facts, &sender_names, false, false)
-            {
+            let decision = self.with_names(from, policy.receive_tests_names(), |names| {
+                policy.can_receive(&facts, names, false, false)
+            });
+            if let Decision::Deny(denial) = decision {
                 return Err(self.rejected("receive", from, Some(to), route, is_reply, &denial));
             }
         }
@@ -219,16 +237,18 @@ impl Bus {
     ) -> Result<(), String> {
         let facts = facts(msg, route, false);
         if let Some(policy) = self.peers.get(&from).and_then(|p| p.policy.as_ref()) {
-            let receiver_names = self.names_of(to);
-            if let Decision::Deny(denial) = policy.can_send(&facts, &receiver_names, false) {
+            let decision = self.with_names(to, policy.send_tests_names(), |names| {
+                policy.can_send(&facts, names, false)
+            });
+            if let Decision::Deny(denial) = decision {
                 return Err(rule_text(&denial));
             }
         }
         if let Some(policy) = self.peers.get(&to).and_then(|p| p.policy.as_ref()) {
-            let sender_names = self.names_of(from);
-            if let Decision::Deny(denial) =
-                policy.can_receive(&facts, &sender_names, false, eavesdropping)
-            {
+            let decision = self.with_names(from, policy.receive_tests_names(), |names| {
+                policy.can_receive(&facts, names, false, eavesdropping)
+            });
+            if let Decision::Deny(denial) = decision {
                 return Err(rule_text(&denial));
             }
         }

@@ -593,7 +593,7 @@ impl Bus {
             if self.peers.contains_key(&from) {
                 let header = msg.header();
                 let route = Route::of(&header);
-                self.deliver_unicast(from, owner, &msg, &route);
+                self.deliver_unicast(from, owner, &msg, &header, &route);
             }
         }
     }

@@ -6,7 +6,7 @@
 //! go out in one `sendmsg`. Nothing blocks; a peer that does not read has its messages
 //! wait in its own bounded queue.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -117,7 +117,7 @@ pub fn conn_of_unique(name: &str) -> Option<ConnId> {
 pub struct Bus {
     pub epoll: OwnedFd,
     pub listeners: Vec<Listener>,
-    pub peers: HashMap<ConnId, Peer>,
+    pub peers: telbus_broker::IdMap<ConnId, Peer>,
     pub names: NameRegistry,
     pub matches: MatchIndex<ConnId>,
     pub replies: ReplyTracker,
@@ -189,7 +189,7 @@ impl Bus {
         Ok(Bus {
             epoll: epoll_fd,
             listeners,
-            peers: HashMap::new(),
+            peers: Default::default(),
             names: NameRegistry::default(),
             matches: MatchIndex::new(),
             replies: ReplyTracker::default(),
@@ -656,13 +656,21 @@ impl Bus {
         self.release_charges(peer.quota_user(), &released);
         let _ = epoll::delete(&self.epoll, &peer.fd);
         let was_active = peer.is_active();
-        let loginfo = peer.loginfo();
-        drop(peer);
-        if was_active || matches!(why, "closed by peer") {
-            info!("{} disconnected ({loginfo}): {why}", unique_name(id));
+        // A client that closes its end is routine (debug, as its arrival is); the bus
+        // dropping one says why at info, or warn for one that never got as far as Hello.
+        let closed_by_peer = why == "closed by peer";
+        if closed_by_peer {
+            debug!("{} disconnected ({}): {why}", peer.unique, peer.loginfo());
+        } else if was_active {
+            info!("{} disconnected ({}): {why}", peer.unique, peer.loginfo());
         } else {
-            warn!("{} disconnected ({loginfo}): {why}", unique_name(id));
+            warn!(
+                "{} disconnected ({}): {why}",
+                unique_name(id),
+                peer.loginfo()
+            );
         }
+        drop(peer);
         self.matches.remove_owner(id);
         for key in self.replies.remove_connection(id) {
             self.send_error_to_caller(

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use telbus_broker::match_rule::MatchRule;
 use telbus_broker::transport::PeerCredentials;
-use tracing::{info, warn};
+use tracing::{debug, warn};
 use zbus::Message;
 use zbus::message::Header;
 use zbus::names::BusName;
@@ -432,7 +432,7 @@ impl Bus {
         let peer = self.peers.get_mut(&from).expect("caller exists");
         peer.phase = Phase::Active;
         let name = peer.unique_name();
-        info!("{name} connected ({})", peer.loginfo());
+        debug!("{name} connected ({})", peer.loginfo());
         Ok(name)
     }
 
@@ -590,7 +590,6 @@ impl Bus {
                 pid: Some(std::process::id()),
                 groups: Vec::new(),
                 security_label: None,
-                pidfd: None,
             });
         }
         if BusName::try_from(name).is_err() {
@@ -600,7 +599,7 @@ impl Bus {
             ));
         }
         match self.resolve_conn(name).and_then(|id| self.peers.get(&id)) {
-            Some(peer) => Ok(copy_credentials(&peer.creds)),
+            Some(peer) => Ok(peer.creds.clone()),
             None => Err(err(
                 NAME_HAS_NO_OWNER,
                 format!("Could not get {what} of name '{name}': no such name"),
@@ -750,6 +749,14 @@ impl Bus {
     }
 
     pub fn emit_name_owner_changed(&mut self, name: &str, old: Option<&str>, new: Option<&str>) {
+        // Every connection's arrival and departure comes here: build nothing for nobody.
+        if self.monitors.is_empty()
+            && !self
+                .matches
+                .may_match_signal(DRIVER, IFACE, "NameOwnerChanged")
+        {
+            return;
+        }
         let built = Message::signal(PATH, IFACE, "NameOwnerChanged")
             .sender(DRIVER)
             .build(&(name, old.unwrap_or(""), new.unwrap_or("")));
@@ -863,18 +870,6 @@ fn introspect_path(path: &str) -> String {
     }
     xml.push_str("</node>\n");
     xml
-}
-
-/// The credentials the driver reports (the pidfd stays with the connection).
-fn copy_credentials(c: &PeerCredentials) -> PeerCredentials {
-    PeerCredentials {
-        uid: c.uid,
-        gid: c.gid,
-        pid: c.pid,
-        groups: c.groups.clone(),
-        security_label: c.security_label.clone(),
-        pidfd: None,
-    }
 }
 
 fn interface_tail(iface: &str) -> String {

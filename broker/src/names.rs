@@ -3,7 +3,7 @@
 //! It only keeps the state and says what changed; the bus driver turns the changes into the
 //! NameOwnerChanged, NameLost and NameAcquired signals.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use crate::ConnId;
 
@@ -48,7 +48,7 @@ pub struct NameRegistry {
     /// Sorted, so that ListNames answers in a stable order.
     names: BTreeMap<String, NameEntry>,
     /// Names each connection owns or waits for, for disconnects and for policy checks.
-    by_conn: HashMap<ConnId, Vec<String>>,
+    by_conn: telbus_broker::IdMap<ConnId, Vec<String>>,
 }
 
 impl NameRegistry {

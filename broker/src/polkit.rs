@@ -224,7 +224,7 @@ impl Bus {
             let route = Route::of(&header);
             if self.peers.contains_key(&to) {
                 // The answer is known now, so this goes through (or meets another check).
-                self.deliver_unicast(answer.conn, to, &msg, &route);
+                self.deliver_unicast(answer.conn, to, &msg, &header, &route);
             } else {
                 let text = format!(
                     "The destination {} disconnected while polkit was asked about {action}",

@@ -10,9 +10,6 @@
 //!
 //! The hot path is two hash lookups and a few integer adds per queued message.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-
 use crate::ConnId;
 
 /// The actor of messages the bus itself sends, and of copies for monitors: charged to the
@@ -88,29 +85,8 @@ pub enum Exceeded {
     Fds,
 }
 
-/// Hashes uids with one multiplication: the maps are looked up for every queued message, and
-/// SipHash (std's default, built against untrusted keys) cost more than the rest of the
-/// accounting. Uids come from the kernel, not from clients, so no one can pick colliding keys.
-#[derive(Default, Clone, Copy)]
-struct UidHasher(u64);
-
-impl Hasher for UidHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.0 = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type UidMap<V> = HashMap<u32, V, BuildHasherDefault<UidHasher>>;
+/// Looked up for every queued message: see [`telbus_broker::IdMap`].
+type UidMap<V> = telbus_broker::IdMap<u32, V>;
 
 #[derive(Default)]
 struct Account {
@@ -265,7 +241,7 @@ mod tests {
         let mut q = UserQuotas::default();
         q.charge(7, 100, 10, 1, BUDGET).unwrap();
         q.charge(7, 100, 20, 0, BUDGET).unwrap();
-        let figures: HashMap<u32, UserFigures> = q.figures().collect();
+        let figures: std::collections::HashMap<u32, UserFigures> = q.figures().collect();
         assert_eq!(
             figures[&7].queued,
             Usage {

@@ -1,8 +1,10 @@
 //! The reply tracker: which method calls are waiting for a reply, so that only the callee can
 //! answer, only once, and so that callers learn when the callee goes away or takes too long.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::time::Instant;
+
+use telbus_broker::IdMap;
 
 use crate::ConnId;
 
@@ -13,6 +15,8 @@ pub struct CallKey {
     pub serial: u32,
 }
 
+type CallSet = std::collections::HashSet<CallKey, foldhash::fast::RandomState>;
+
 struct Pending {
     callee: ConnId,
     /// The caller's user, whose max_replies_per_user this call counts against.
@@ -22,13 +26,16 @@ struct Pending {
 
 #[derive(Default)]
 pub struct ReplyTracker {
-    pending: HashMap<CallKey, Pending>,
+    pending: IdMap<CallKey, Pending>,
     /// Calls each callee owes a reply to, for its disconnect.
-    by_callee: HashMap<ConnId, Vec<CallKey>>,
+    /// A set, not a list: a callee may owe thousands of replies, and each reply takes its call
+    /// out. Kept when empty, until the callee disconnects, so that a caller and a callee
+    /// calling back and forth do not allocate a set per call.
+    by_callee: IdMap<ConnId, CallSet>,
     /// Calls each caller waits on, for max_replies_per_connection and its disconnect.
-    by_caller: HashMap<ConnId, usize>,
+    by_caller: IdMap<ConnId, usize>,
     /// Calls each user's connections wait on, for max_replies_per_user.
-    by_user: HashMap<u32, usize>,
+    by_user: IdMap<u32, usize>,
     /// Deadlines, earliest first.
     deadlines: BTreeSet<(Instant, CallKey)>,
 }
@@ -71,7 +78,7 @@ impl ReplyTracker {
             // replaces it, as in dbus-daemon.
             self.unlink(key, &old);
         }
-        self.by_callee.entry(callee).or_default().push(key);
+        self.by_callee.entry(callee).or_default().insert(key);
         *self.by_caller.entry(key.caller).or_default() += 1;
         *self.by_user.entry(caller_user).or_default() += 1;
         if let Some(at) = deadline {
@@ -80,13 +87,8 @@ impl ReplyTracker {
     }
 
     fn unlink(&mut self, key: CallKey, pending: &Pending) {
-        if let Some(list) = self.by_callee.get_mut(&pending.callee) {
-            if let Some(pos) = list.iter().position(|k| *k == key) {
-                list.swap_remove(pos);
-            }
-            if list.is_empty() {
-                self.by_callee.remove(&pending.callee);
-            }
+        if let Some(owed) = self.by_callee.get_mut(&pending.callee) {
+            owed.remove(&key);
         }
         if let Some(n) = self.by_caller.get_mut(&key.caller) {
             *n -= 1;
@@ -142,7 +144,14 @@ impl ReplyTracker {
     /// A connection went away: calls it owed replies to (their callers get NoReply), and calls
     /// it was waiting on are forgotten.
     pub fn remove_connection(&mut self, conn: ConnId) -> Vec<CallKey> {
-        let owed = self.by_callee.remove(&conn).unwrap_or_default();
+        // In the order the calls were made (each caller's serials grow), for the NoReply errors.
+        let mut owed: Vec<CallKey> = self
+            .by_callee
+            .remove(&conn)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        owed.sort_unstable();
         for key in &owed {
             if let Some(p) = self.pending.remove(key) {
                 self.unlink(*key, &p);

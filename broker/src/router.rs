@@ -4,7 +4,7 @@
 use telbus_broker::match_rule::MatchMessage;
 use tracing::{debug, warn};
 use zbus::Message;
-use zbus::message::Type;
+use zbus::message::{Header, Type};
 
 use crate::ConnId;
 use crate::bus::{Bus, DRIVER, Phase, unique_name};
@@ -61,11 +61,11 @@ impl Bus {
                 }
                 self.driver_call(from, &msg, &route)
             }
-            Some(dest) => self.unicast(from, &msg, &route, dest),
+            Some(dest) => self.unicast(from, &msg, &header, &route, dest),
             None => {
                 self.capture(&msg, from, None);
                 if route.msg_type == Type::Signal {
-                    self.broadcast(from, &msg, &route);
+                    self.deliver_to_matches(from, &msg, &header, &route, None);
                 } else {
                     // A call without a destination is for the peer at the other end of a
                     // peer-to-peer connection; on a bus nobody takes it (as in dbus-daemon).
@@ -77,7 +77,14 @@ impl Bus {
 
     /// A message for one name. As in dbus-daemon, any type of message (a signal too) to an
     /// unowned name starts its service, unless it has NO_AUTO_START.
-    fn unicast(&mut self, from: ConnId, msg: &Message, route: &Route<'_>, dest: &str) {
+    fn unicast(
+        &mut self,
+        from: ConnId,
+        msg: &Message,
+        header: &Header<'_>,
+        route: &Route<'_>,
+        dest: &str,
+    ) {
         let Some(target) = self.resolve_conn(dest) else {
             if !route.no_auto_start {
                 // Errors for names nobody provides come from activation, as in dbus-daemon.
@@ -95,18 +102,26 @@ impl Bus {
                     format!("The name {dest} was not provided by any .service files"),
                 )
             };
-            self.send_error(from, &msg.header(), name, &text);
+            self.send_error(from, header, name, &text);
             return;
         };
         // A monitor rule with destination= a unique name also matches a message sent to one
         // of that connection's well-known names.
         self.capture(msg, from, Some(target));
-        self.deliver_unicast(from, target, msg, route);
+        self.deliver_unicast(from, target, msg, header, route);
     }
 
     /// Send a message to the connection it is addressed to, with the checks that apply.
-    pub fn deliver_unicast(&mut self, from: ConnId, to: ConnId, msg: &Message, route: &Route<'_>) {
-        let header = msg.header();
+    /// `header` and `route` are `msg`'s, parsed once by the caller (each `Message::header`
+    /// parses the fields again).
+    pub fn deliver_unicast(
+        &mut self,
+        from: ConnId,
+        to: ConnId,
+        msg: &Message,
+        header: &Header<'_>,
+        route: &Route<'_>,
+    ) {
         let is_reply = matches!(route.msg_type, Type::MethodReturn | Type::Error);
         if is_reply {
             let key = CallKey {
@@ -117,7 +132,7 @@ impl Bus {
                 // As in dbus-daemon, policy sees it as an unrequested reply, and a refusal is
                 // reported to its sender (the system bus refuses them).
                 if let Err(denied) = self.check_send(from, Some(to), msg, route, false) {
-                    self.send_error(from, &header, crate::driver::ACCESS_DENIED, &denied);
+                    self.send_error(from, header, crate::driver::ACCESS_DENIED, &denied);
                     return;
                 }
                 debug!(
@@ -136,7 +151,7 @@ impl Bus {
             if self.replies.waiting(from) as u64 >= limit {
                 self.send_error(
                     from,
-                    &header,
+                    header,
                     LIMITS_EXCEEDED,
                     "The maximum number of pending replies per connection has been reached",
                 );
@@ -155,7 +170,7 @@ impl Bus {
                     "{text} (max_replies_per_user={limit}): a call from {} was refused",
                     unique_name(from)
                 );
-                self.send_error(from, &header, LIMITS_EXCEEDED, &text);
+                self.send_error(from, header, LIMITS_EXCEEDED, &text);
                 return;
             }
             caller_user = Some(user);
@@ -163,7 +178,7 @@ impl Bus {
         if route.unix_fds > 0 && !self.peers.get(&to).is_some_and(|p| p.unix_fds) {
             self.send_error(
                 from,
-                &header,
+                header,
                 "org.freedesktop.DBus.Error.NotSupported",
                 "Tried to send message with Unix file descriptors to a client that doesn't support that.",
             );
@@ -171,7 +186,7 @@ impl Bus {
         }
         match self.check_send(from, Some(to), msg, route, is_reply) {
             Err(denied) => {
-                self.send_error(from, &header, crate::driver::ACCESS_DENIED, &denied);
+                self.send_error(from, header, crate::driver::ACCESS_DENIED, &denied);
                 return;
             }
             // Held (or refused) until polkit has authorized the action: see polkit.rs.
@@ -181,7 +196,7 @@ impl Bus {
         if route.msg_type == Type::MethodCall
             && let Err(denied) = self.telaf_check_call(from, to, route)
         {
-            self.send_error(from, &header, crate::driver::ACCESS_DENIED, &denied);
+            self.send_error(from, header, crate::driver::ACCESS_DENIED, &denied);
             return;
         }
         match self.enqueue(to, msg.clone()) {
@@ -211,7 +226,7 @@ impl Bus {
                 if route.msg_type != Type::Signal {
                     self.send_error(
                         from,
-                        &header,
+                        header,
                         LIMITS_EXCEEDED,
                         &format!(
                             "The destination {} has too many messages queued ({limit})",
@@ -222,11 +237,9 @@ impl Bus {
             }
         }
         // Eavesdroppers with an explicit rule get a copy too.
-        self.deliver_to_matches(from, msg, route, Some(to));
-    }
-
-    fn broadcast(&mut self, from: ConnId, msg: &Message, route: &Route<'_>) {
-        self.deliver_to_matches(from, msg, route, None);
+        if self.matches.has_eavesdropping_rules() {
+            self.deliver_to_matches(from, msg, header, route, Some(to));
+        }
     }
 
     /// Everyone whose match rules take this message (apart from its addressed recipient).
@@ -234,6 +247,7 @@ impl Bus {
         &mut self,
         from: ConnId,
         msg: &Message,
+        header: &Header<'_>,
         route: &Route<'_>,
         addressed: Option<ConnId>,
     ) {
@@ -248,7 +262,6 @@ impl Bus {
             if !peer.is_active() {
                 continue;
             }
-            let header = msg.header();
             if route.unix_fds > 0 && !peer.unix_fds {
                 debug!("broadcast with fds not delivered to {}", unique_name(to));
                 let text = format!(
@@ -257,7 +270,7 @@ impl Bus {
                 );
                 self.capture_error(
                     from,
-                    &header,
+                    header,
                     "org.freedesktop.DBus.Error.NotSupported",
                     &text,
                 );
@@ -265,7 +278,7 @@ impl Bus {
             }
             let eavesdropping = addressed.is_some();
             if let Err(denied) = self.check_receive_broadcast(from, to, msg, route, eavesdropping) {
-                self.capture_error(from, &header, crate::driver::ACCESS_DENIED, &denied);
+                self.capture_error(from, header, crate::driver::ACCESS_DENIED, &denied);
                 continue;
             }
             if self.enqueue(to, msg.clone()).is_err() {
@@ -286,20 +299,22 @@ impl Bus {
         route: &Route<'_>,
         addressed: Option<ConnId>,
     ) -> Vec<ConnId> {
-        let sender = from.map_or(DRIVER.to_string(), unique_name);
+        // The peers' own copies of their unique names: no formatting per message.
+        let unique_of = |id: ConnId| self.peers.get(&id).map(|p| p.unique.as_str());
+        let sender = from.map_or(Some(DRIVER), unique_of);
         let owned: Vec<&str> = from
             .map(|id| self.names.owned_by(id).collect())
             .unwrap_or_default();
-        let addressed_unique = addressed.map(unique_name);
+        let addressed_unique = addressed.and_then(unique_of);
         let addressed_names: Vec<&str> = addressed
             .map(|id| self.names.owned_by(id).collect())
             .unwrap_or_default();
         let query = MatchMessage {
             msg_type: route.msg_type,
-            sender: Some(&sender),
+            sender,
             sender_names: &owned,
             destination: route.destination,
-            addressed_unique: addressed_unique.as_deref(),
+            addressed_unique,
             addressed_names: &addressed_names,
             path: route.path,
             interface: route.interface,

@@ -14,7 +14,7 @@ use serde_json::{Value as Json, json};
 use telbus_policy::bindings::{
     self, Allowed, Binding, ClientSide, Principal, ProcessFacts, SystemDef,
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use zbus::Message;
 use zbus::message::Header;
 use zbus::wire::ObjectPath;
@@ -82,9 +82,14 @@ struct ServiceRefs {
 pub struct Telaf {
     file: PathBuf,
     def: SystemDef,
-    conns: HashMap<ConnId, Conn>,
+    conns: telbus_broker::IdMap<ConnId, Conn>,
     waiting: Vec<Waiting>,
-    refs: HashMap<ConnId, ServiceRefs>,
+    refs: telbus_broker::IdMap<ConnId, ServiceRefs>,
+    /// User and group names by id, for recognising apps at Hello: a lookup reads
+    /// /etc/passwd or /etc/group (through NSS) and cost more than the rest of a connection's
+    /// set-up. Forgotten on Load, which is where a changed user database is picked up.
+    user_names: telbus_broker::IdMap<u32, Option<String>>,
+    group_names: telbus_broker::IdMap<u32, Option<String>>,
 }
 
 impl Telaf {
@@ -100,9 +105,11 @@ impl Telaf {
         Ok(Telaf {
             file: file.to_path_buf(),
             def,
-            conns: HashMap::new(),
+            conns: Default::default(),
             waiting: Vec::new(),
-            refs: HashMap::new(),
+            refs: Default::default(),
+            user_names: Default::default(),
+            group_names: Default::default(),
         })
     }
 }
@@ -125,11 +132,11 @@ impl Bus {
         if self.telaf.is_none() {
             return;
         }
-        let facts = process_facts(&peer.creds);
-        let pid = peer.creds.pid;
         let telaf = self.telaf.as_mut().expect("checked");
+        let facts = process_facts(&peer.creds, &mut telaf.user_names, &mut telaf.group_names);
+        let pid = peer.creds.pid;
         let principal = telaf.def.principal(&facts);
-        info!(
+        debug!(
             "{} is {} (exe={} uid={})",
             unique_name(id),
             match &principal {
@@ -630,6 +637,8 @@ impl Bus {
                 return Err(err(FAILED, format!("the bindings were not reloaded: {e}")));
             }
         };
+        telaf.user_names.clear();
+        telaf.group_names.clear();
         for conn in telaf.conns.values_mut() {
             conn.principal = def.principal(&conn.facts);
         }
@@ -887,10 +896,19 @@ fn interface_xml() -> String {
 }
 
 /// What the bindings need to know about the process behind a connection.
-fn process_facts(creds: &telbus_broker::transport::PeerCredentials) -> ProcessFacts {
+fn process_facts(
+    creds: &telbus_broker::transport::PeerCredentials,
+    user_names: &mut telbus_broker::IdMap<u32, Option<String>>,
+    group_names: &mut telbus_broker::IdMap<u32, Option<String>>,
+) -> ProcessFacts {
     let mut facts = ProcessFacts {
         uid: creds.uid,
-        user: creds.uid.and_then(telbus_busconfig::user_name),
+        user: creds.uid.and_then(|uid| {
+            user_names
+                .entry(uid)
+                .or_insert_with(|| telbus_busconfig::user_name(uid))
+                .clone()
+        }),
         ..Default::default()
     };
     facts.gids = creds
@@ -902,7 +920,12 @@ fn process_facts(creds: &telbus_broker::transport::PeerCredentials) -> ProcessFa
     facts.groups = facts
         .gids
         .iter()
-        .filter_map(|g| telbus_busconfig::group_name(*g))
+        .filter_map(|&gid| {
+            group_names
+                .entry(gid)
+                .or_insert_with(|| telbus_busconfig::group_name(gid))
+                .clone()
+        })
         .collect();
     if let Some(pid) = creds.pid {
         facts.exe = std::fs::read_link(format!("/proc/{pid}/exe"))

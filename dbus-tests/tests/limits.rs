@@ -359,3 +359,50 @@ fn descriptors_without_their_message_are_dropped_at_pending_fd_timeout() {
     });
     bus.assert_alive();
 }
+
+#[test]
+fn max_outgoing_unix_fds_bounds_what_waits_for_a_reader() {
+    use std::os::fd::AsFd;
+    let bus = bus_with_limit("max_outgoing_unix_fds", 4);
+    // Never reads: once the socket's own buffer is full (64 KiB messages fill it after a few),
+    // what is sent to it waits in the bus, which holds at most 4 descriptors for it.
+    let sleeper = RawClient::connect(&bus);
+    let mut sender = RawClient::connect(&bus);
+    let file = std::fs::File::open("/dev/null").unwrap();
+    let payload = vec![7u8; 64 * 1024];
+    for _ in 0..48 {
+        sender.send_with_fds(
+            Message::method_call(TEST_PATH, "TakeFd")
+                .destination(sleeper.unique_name.as_str())
+                .interface(TEST_INTERFACE),
+            &(zbus::Fd::from(file.as_fd()), payload.as_slice()),
+        );
+    }
+    // The errors for refused calls come before the reply to a later call.
+    let done = sender.send(telbus_dbus_tests::driver_call("GetId"), &());
+    let mut refused = 0;
+    loop {
+        let msg = sender.read_message().expect("the bus answers");
+        let header = msg.header();
+        if header.reply_serial().map(|s| s.get()) == Some(done) {
+            break;
+        }
+        if let Some(name) = header.error_name() {
+            assert_eq!(name.as_str(), LIMITS_EXCEEDED, "refused with");
+            refused += 1;
+        }
+    }
+    eprintln!("{refused} of 48 calls with a descriptor refused");
+    assert!(
+        refused > 0,
+        "48 calls with a descriptor each all went to a reader that does not read"
+    );
+    assert!(refused < 48, "nothing at all was delivered");
+    // Everyone else is served.
+    run(async {
+        let client = bus.connect().await;
+        call_driver(&client, "GetId", &()).await.unwrap();
+    });
+    drop(sleeper);
+    bus.assert_alive();
+}

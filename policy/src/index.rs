@@ -9,6 +9,12 @@
 //! the highest position that matches is the last rule in dbus-daemon's order, which decides.
 
 use std::collections::HashMap;
+
+/// The index's tables. Their keys come from the configuration, never from clients, so nobody
+/// can fill them with colliding keys: foldhash, several times cheaper than std's SipHash on
+/// short names, is safe here. (Lookups hash whatever name a message carries; that only costs
+/// the hashing.)
+type Map<V> = HashMap<String, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
 use telbus_busconfig::{Origin, ReceiveRule, SendRule};
@@ -27,7 +33,7 @@ pub(crate) struct Entry<R> {
 #[derive(Default, Debug)]
 struct Members {
     any_member: Vec<u32>,
-    by_member: HashMap<String, Vec<u32>>,
+    by_member: Map<Vec<u32>>,
     /// Every rule here: a message without a member matches rules that name one.
     all: Vec<u32>,
 }
@@ -36,7 +42,7 @@ struct Members {
 #[derive(Default, Debug)]
 struct Bucket {
     any_interface: Vec<u32>,
-    by_interface: HashMap<String, Members>,
+    by_interface: Map<Members>,
     /// Deny rules that name an interface: they also apply to messages without one.
     interface_denials: Vec<u32>,
 }
@@ -94,8 +100,8 @@ impl Bucket {
 pub(crate) struct NameIndex<R> {
     pub entries: Vec<Arc<Entry<R>>>,
     any_name: Bucket,
-    by_name: HashMap<String, Bucket>,
-    by_prefix: HashMap<String, Bucket>,
+    by_name: Map<Bucket>,
+    by_prefix: Map<Bucket>,
 }
 
 impl<R> Default for NameIndex<R> {
@@ -103,8 +109,8 @@ impl<R> Default for NameIndex<R> {
         NameIndex {
             entries: Vec::new(),
             any_name: Bucket::default(),
-            by_name: HashMap::new(),
-            by_prefix: HashMap::new(),
+            by_name: Map::default(),
+            by_prefix: Map::default(),
         }
     }
 }
@@ -222,8 +228,8 @@ impl<R> NameIndex<R> {
 #[derive(Default, Debug)]
 pub(crate) struct OwnIndex {
     entries: Vec<(bool, Origin)>,
-    exact: HashMap<String, u32>,
-    prefix: HashMap<String, u32>,
+    exact: Map<u32>,
+    prefix: Map<u32>,
     any: Option<u32>,
 }
 

@@ -311,6 +311,17 @@ impl PeerPolicy {
         }
     }
 
+    /// Whether this connection's send rules look at the receiving connection's names (some
+    /// rule names a destination). When none does, a caller need not gather the names.
+    pub fn send_tests_names(&self) -> bool {
+        self.rules.send.keys() > 0
+    }
+
+    /// Whether this connection's receive rules look at the sending connection's names.
+    pub fn receive_tests_names(&self) -> bool {
+        self.rules.receive.keys() > 0
+    }
+
     /// How many send, receive and own rules apply to this connection.
     pub fn rule_counts(&self) -> (usize, usize, usize) {
         (

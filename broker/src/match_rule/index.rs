@@ -175,7 +175,7 @@ pub struct MatchIndex<K> {
     free_entries: Vec<RuleId>,
     owners: Vec<Option<Owner<K>>>,
     free_owners: Vec<OwnerId>,
-    owner_ids: HashMap<K, OwnerId>,
+    owner_ids: crate::IdMap<K, OwnerId>,
     /// Rules without eavesdrop='true'.
     listening: Tree,
     /// Rules with eavesdrop='true'.
@@ -201,7 +201,7 @@ impl<K: Copy + Eq + Hash> MatchIndex<K> {
             free_entries: Vec::new(),
             owners: Vec::new(),
             free_owners: Vec::new(),
-            owner_ids: HashMap::new(),
+            owner_ids: Default::default(),
             listening: Tree::default(),
             eavesdropping: Tree::default(),
             by_unique_destination: HashMap::new(),
@@ -388,6 +388,34 @@ impl<K: Copy + Eq + Hash> MatchIndex<K> {
         self.total == 0
     }
 
+    /// Whether some rule could take a signal from `sender` with this interface and member,
+    /// looking at the index keys only (a rule's path and arguments are not tested, so a
+    /// "yes" may be wrong, a "no" never is). The bus asks before it builds a signal of its own
+    /// (NameOwnerChanged for every connection that comes and goes), to skip that work when
+    /// nobody listens.
+    pub fn may_match_signal(&self, sender: &str, interface: &str, member: &str) -> bool {
+        [&self.listening, &self.eavesdropping]
+            .into_iter()
+            .any(|tree| {
+                std::iter::once(&tree.any_sender)
+                    .chain(tree.by_sender.get(sender))
+                    .any(|filed| {
+                        filed.by_member.get(member).is_some_and(|l| !l.is_empty())
+                            || filed
+                                .by_interface
+                                .get(interface)
+                                .is_some_and(|l| !l.is_empty())
+                            || !filed.rest.is_empty()
+                    })
+            })
+    }
+
+    /// Whether any rule asks for messages addressed to others (eavesdrop='true'): when none
+    /// does, a unicast message has no recipient here and the lookup can be skipped.
+    pub fn has_eavesdropping_rules(&self) -> bool {
+        !self.eavesdropping.is_empty()
+    }
+
     /// Call `f(owner)` once for each connection that has a rule matching `msg`.
     ///
     /// `addressed` is the connection a unicast message is addressed to, None for a broadcast.
@@ -465,5 +493,49 @@ fn put<T>(slots: &mut Vec<Option<T>>, free: &mut Vec<usize>, value: Option<T>) -
             slots.push(value);
             slots.len() - 1
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index_with(rules: &[&str]) -> MatchIndex<u64> {
+        let mut index = MatchIndex::new();
+        for (owner, text) in rules.iter().enumerate() {
+            index.add(owner as u64 + 1, MatchRule::parse(text).unwrap());
+        }
+        index
+    }
+
+    const BUS: &str = "org.freedesktop.DBus";
+
+    #[test]
+    fn a_signal_nobody_could_want_is_known_as_such() {
+        let index = index_with(&[
+            "type='signal',interface='org.example.I',member='Other'",
+            "type='signal',sender='org.example.S'",
+        ]);
+        assert!(!index.may_match_signal(BUS, BUS, "NameOwnerChanged"));
+        assert!(!index.has_eavesdropping_rules());
+    }
+
+    #[test]
+    fn any_rule_that_could_take_it_says_yes() {
+        for rule in [
+            "type='signal',member='NameOwnerChanged',arg0='org.example.S'",
+            "type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus'",
+            "type='signal'",
+            "",
+        ] {
+            let index = index_with(&[rule]);
+            assert!(
+                index.may_match_signal(BUS, BUS, "NameOwnerChanged"),
+                "{rule}"
+            );
+        }
+        let index = index_with(&["eavesdrop='true',member='NameOwnerChanged'"]);
+        assert!(index.may_match_signal(BUS, BUS, "NameOwnerChanged"));
+        assert!(index.has_eavesdropping_rules());
     }
 }

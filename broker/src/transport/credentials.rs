@@ -5,10 +5,10 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// The credentials of a peer; all None (and no groups) for TCP peers.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct PeerCredentials {
     pub uid: Option<u32>,
     pub gid: Option<u32>,
@@ -18,9 +18,8 @@ pub struct PeerCredentials {
     pub groups: Vec<u32>,
     /// The LSM label (SO_PEERSEC) without a trailing NUL, when the kernel has a labelling LSM.
     pub security_label: Option<Vec<u8>>,
-    /// A pidfd of the peer (SO_PEERPIDFD, Linux 6.5), which names the process even if its pid
-    /// is reused.
-    pub pidfd: Option<OwnedFd>,
+    // No SO_PEERPIDFD: nothing reports or uses a pidfd (the driver does not offer ProcessFD),
+    // and it cost every connection a second descriptor and two system calls.
 }
 
 /// The credentials of the peer of a connected unix socket, as they were when it connected.
@@ -55,7 +54,6 @@ pub fn peer_credentials(fd: BorrowedFd<'_>) -> PeerCredentials {
             }
             (!label.is_empty()).then_some(label)
         });
-    creds.pidfd = peer_pidfd(fd);
     creds
 }
 
@@ -156,23 +154,6 @@ fn variable_option(fd: BorrowedFd<'_>, option: libc::c_int) -> io::Result<Vec<u8
     }
 }
 
-fn peer_pidfd(fd: BorrowedFd<'_>) -> Option<OwnedFd> {
-    let mut pidfd: libc::c_int = -1;
-    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: an int-sized buffer.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERPIDFD,
-            (&raw mut pidfd).cast(),
-            &mut len,
-        )
-    };
-    // SAFETY: on success the kernel made a new descriptor, and it is ours (close-on-exec).
-    (rc == 0 && pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,15 +169,6 @@ mod tests {
         assert_eq!(c.pid, Some(std::process::id()));
         assert!(c.groups.contains(&rustix::process::getgid().as_raw()));
         assert!(c.groups.is_sorted());
-        if let Some(pidfd) = &c.pidfd {
-            // The pidfd names this very process.
-            let fdinfo = format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd());
-            let info = std::fs::read_to_string(fdinfo).unwrap();
-            assert!(
-                info.contains(&format!("Pid:\t{}\n", std::process::id())),
-                "{info}"
-            );
-        }
     }
 
     #[test]

@@ -29,23 +29,26 @@ impl Glob {
         &self.0
     }
 
+    /// Allocates nothing: every connection is tested against every app's globs at Hello.
     pub fn matches(&self, text: &str) -> bool {
-        let mut parts = self.0.split('*');
-        let first = parts.next().unwrap_or("");
-        let Some(mut rest) = text.strip_prefix(first) else {
+        let Some((first, tail)) = self.0.split_once('*') else {
+            return text == self.0;
+        };
+        let (middle, last) = tail.rsplit_once('*').unwrap_or(("", tail));
+        let Some(rest) = text.strip_prefix(first) else {
             return false;
         };
-        let parts: Vec<&str> = parts.collect();
-        let Some((last, middle)) = parts.split_last() else {
-            return rest.is_empty();
+        let Some(mut rest) = rest.strip_suffix(last) else {
+            return false;
         };
-        for part in middle {
+        // The parts between the first and the last `*`, each found as early as it can be.
+        for part in middle.split('*').filter(|p| !p.is_empty()) {
             match rest.find(part) {
                 Some(at) => rest = &rest[at + part.len()..],
                 None => return false,
             }
         }
-        rest.len() >= last.len() && rest.ends_with(last)
+        true
     }
 }
 

@@ -50,6 +50,10 @@ fn globs_match_any_run_of_characters() {
     assert!(Glob::new("exact").matches("exact"));
     assert!(!Glob::new("exact").matches("exactly"));
     assert!(!Glob::new("*aa").matches("a"));
+    assert!(!Glob::new("ab*b").matches("ab"));
+    assert!(Glob::new("a*b*b*c").matches("abbc"));
+    assert!(!Glob::new("a*b*c").matches("acb"));
+    assert!(Glob::new("*/x*y/*").matches("/a/xzy/b"));
 }
 
 #[test]
