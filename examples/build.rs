@@ -6,6 +6,7 @@ fn main() {
         "../interfaces/api/le_mcc.api",
         "../interfaces/api/le_data.api",
         "../interfaces/api/le_pm.api",
+        "../interfaces/api/le_gpio.api",
     ];
     telbus_interfaces::build::generate(&apis, &["../interfaces/api"], &out)
         .unwrap_or_else(|e| panic!("{e}"));

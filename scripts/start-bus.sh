@@ -4,11 +4,12 @@ set -euo pipefail
 
 usage() {
     cat <<'HELP'
-Usage: scripts/start-bus.sh [--help]
+Usage: scripts/start-bus.sh [--no-build] [--help]
 
-Builds telbusd, the services and the example clients (cargo build --release), then starts
-telbusd on a socket in a fresh temporary directory and prints its address with busctl lines
-to try. Ctrl-C stops the bus and removes the directory.
+Builds telbusd, the services and the example clients (cargo build --release; --no-build skips
+that), then starts telbusd on a socket in a fresh temporary directory, with the demo system
+definition, and prints its address with lines to try. Ctrl-C stops the bus and removes the
+directory.
 
 The pieces:
   telbusd          the bus, with a session-like configuration written into the temp dir
@@ -20,18 +21,27 @@ The pieces:
                      io.telaf.dataConnectionService.le_data telbus-le-data (data connection)
                      io.telaf.powerMgr.le_pm                telbus-le-pm (wakeup sources)
                      io.telaf.gpioService.le_gpioPin1..4    telbus-le-gpio --pin N
+  bindings         services/demo.bindings, given as telbusd --bindings: each service is an app
+                   recognised by its executable and only it may own its name; the apps `demo`
+                   (the example clients, exe */telaf-*) and `shell` (exe */busctl) are bound to
+                   every service; any other client (dbus-send, gdbus...) is refused with
+                   AccessDenied naming the missing binding. References the services hand out
+                   are registered with the bus (io.telaf.Broker1) and released when their
+                   client leaves. telbus-sdir list (or telbusctl bindings) shows it all.
   examples         target/release/telaf-call NUMBER makes a call with the generated zbus
-                   proxy and prints its events; telaf-hold data|pm TAG holds a reference
-Each program takes --help. Logs of activated services go to the bus's stderr (this terminal);
-TELBUS_LOG=debug shows more.
+                   proxy and prints its events; telaf-hold data|pm TAG|gpio N holds a reference
+Each program takes --help. Logs of the bus and of activated services go to this terminal
+(stderr); TELBUS_LOG=debug shows more.
 HELP
 }
 
+build=1
 case "${1:-}" in
 -h | --help)
     usage
     exit 0
     ;;
+--no-build) build=0 ;;
 "") ;;
 *)
     usage >&2
@@ -40,7 +50,9 @@ case "${1:-}" in
 esac
 
 cd "$(dirname "$0")/.."
-cargo build --release -q -p telbus-broker -p telbus-services -p telbus-examples
+if [ "$build" = 1 ]; then
+    cargo build --release -q -p telbus-broker -p telbus-services -p telbus-examples -p telbus-tools
+fi
 bin="$PWD/target/release"
 dir=$(mktemp -d /tmp/telbus.XXXXXX)
 mkdir -p "$dir/services"
@@ -63,7 +75,8 @@ cat >"$dir/bus.conf" <<CONF
 </busconfig>
 CONF
 trap 'kill "$pid" 2>/dev/null; rm -rf "$dir"' EXIT INT TERM
-exec 3< <(exec "$bin/telbusd" --config-file="$dir/bus.conf" --nofork --print-address=1)
+exec 3< <(exec "$bin/telbusd" --config-file="$dir/bus.conf" --nofork --print-address=1 \
+    --bindings="$PWD/services/demo.bindings")
 pid=$!
 read -r address <&3
 cat <<MSG
@@ -71,14 +84,18 @@ telbusd is running (pid $pid) at:
 
     $address
 
-The TelAF-style services start on first use. Try, in another shell:
+The TelAF-style services start on first use; services/demo.bindings says who may call them.
+Try, in another shell:
 
     busctl --address=$address call io.telaf.infoService.le_info /io/telaf/le_info io.telaf.le_info GetImei
     busctl --address=$address call io.telaf.gpioService.le_gpioPin1 /io/telaf/le_gpioPin1 io.telaf.le_gpio Read
     busctl --address=$address monitor io.telaf.modemService.le_mcc
-    target/release/telaf-call --address=$address +4930123
+    $bin/telaf-call --address=$address +4930123
+    $bin/telbus-sdir --address=$address list
+    dbus-send --bus=$address --print-reply --dest=io.telaf.infoService.le_info /io/telaf/le_info io.telaf.le_info.GetImei
 
-(the last two together: a call made with the generated zbus proxy, and its events on the bus;
-a number ending in 00 is busy, one ending in 99 never answers). Ctrl-C stops the bus.
+(the monitor and telaf-call together: a call made with the generated zbus proxy, and its
+events on the bus; a number ending in 00 is busy, one ending in 99 never answers. busctl and
+telaf-call are bound to the services; dbus-send is not, and is refused.) Ctrl-C stops the bus.
 MSG
 wait "$pid"

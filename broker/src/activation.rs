@@ -205,7 +205,10 @@ impl Bus {
     pub fn activate_for(&mut self, from: ConnId, msg: Message, name: &str) {
         let header = msg.header();
         let route = Route::of(&header);
-        if let Err(denied) = self.check_send_to_activatable(from, name, &msg, &route) {
+        if let Err(denied) = self
+            .check_send_to_activatable(from, name, &msg, &route)
+            .and_then(|()| self.telaf_check_activation(from, name, &route))
+        {
             self.capture(&msg, from, None);
             self.send_error(from, &header, crate::driver::ACCESS_DENIED, &denied);
             return;

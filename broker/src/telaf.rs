@@ -213,25 +213,7 @@ impl Bus {
         let Some(dest) = route.destination else {
             return Ok(());
         };
-        let Some(caller) = telaf.conns.get(&from).map(|c| &c.principal) else {
-            return Ok(());
-        };
-        let check = |name: &str| -> Option<Result<(), String>> {
-            let (app, p) = telaf.def.provider(name)?;
-            Some(match telaf.def.may_call(caller, &app.name, name) {
-                Some(_) => Ok(()),
-                None => Err(format!(
-                    "Access denied by TelAF bindings: {caller} has no binding to {}.{} (missing \"bind {}.<interface> -> {}.{}\" in {}); {} may not call {name}",
-                    app.name,
-                    p.service,
-                    client_text(caller),
-                    app.name,
-                    p.service,
-                    telaf.file.display(),
-                    unique_name(from)
-                )),
-            })
-        };
+        let check = |name: &str| self.telaf_binding_verdict(from, name);
         let verdict = if dest.starts_with(':') {
             // Through its unique name, a provider is reachable by the clients of any of its
             // TelAF names.
@@ -250,6 +232,49 @@ impl Bus {
             None
         };
         match verdict {
+            Some(Err(text)) => {
+                info!("{text}");
+                Err(text)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A method call from `from` to the TelAF name `name`: Ok when a binding allows it, Err
+    /// naming the missing binding, None when `name` is no TelAF service (or the caller is
+    /// unknown to the bindings).
+    fn telaf_binding_verdict(&self, from: ConnId, name: &str) -> Option<Result<(), String>> {
+        let telaf = self.telaf.as_ref()?;
+        let caller = telaf.conns.get(&from).map(|c| &c.principal)?;
+        let (app, p) = telaf.def.provider(name)?;
+        Some(match telaf.def.may_call(caller, &app.name, name) {
+            Some(_) => Ok(()),
+            None => Err(format!(
+                "Access denied by TelAF bindings: {caller} has no binding to {}.{} (missing \"bind {}.<interface> -> {}.{}\" in {}); {} may not call {name}",
+                app.name,
+                p.service,
+                client_text(caller),
+                app.name,
+                p.service,
+                telaf.file.display(),
+                unique_name(from)
+            )),
+        })
+    }
+
+    /// A method call for the activatable TelAF name `name`, nobody owning it yet: refused
+    /// before the service is started when no binding allows it, so that an unbound client
+    /// does not start services it may not call.
+    pub fn telaf_check_activation(
+        &self,
+        from: ConnId,
+        name: &str,
+        route: &Route<'_>,
+    ) -> Result<(), String> {
+        if route.msg_type != zbus::message::Type::MethodCall {
+            return Ok(());
+        }
+        match self.telaf_binding_verdict(from, name) {
             Some(Err(text)) => {
                 info!("{text}");
                 Err(text)

@@ -690,11 +690,6 @@ fn credentials_of_another_user_with_other_groups() {
     assert_eq!(c.gid, Some(65534));
     assert_eq!(c.pid, Some(pid as u32));
     assert_eq!(c.groups, [777, 4242, 65534]);
-    if let Some(pidfd) = &c.pidfd {
-        let fdinfo = format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd());
-        let info = std::fs::read_to_string(fdinfo).unwrap();
-        assert!(info.contains(&format!("Pid:\t{pid}\n")), "{info}");
-    }
     drop(accepted);
     let mut status = 0;
     // SAFETY: waiting for our own child.

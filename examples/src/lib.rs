@@ -1,5 +1,5 @@
 //! Example clients of the TelAF-style services (see the README's walk-through).
-//! The generated code for le_mcc, le_data and le_pm; the programs are in `src/bin`.
+//! The generated code for le_mcc, le_data, le_pm and le_gpio; the programs are in `src/bin`.
 
 #[allow(clippy::all, missing_docs)]
 pub mod api {

@@ -240,19 +240,21 @@ impl References {
     /// client holding references.
     fn departure_in(&self, message: &Message) -> Option<Departure> {
         let header = message.header();
-        let client = match (header.interface()?.as_str(), header.member()?.as_str()) {
-            (DRIVER, "NameOwnerChanged") => {
+        let (client, via) = match (header.interface()?.as_str(), header.member()?.as_str()) {
+            // Under Broker1 the broker's ClientGone is the one notice that counts: it lists
+            // what the broker released, and comes however the client went.
+            (DRIVER, "NameOwnerChanged") if self.watch() == Watch::NameOwnerChanged => {
                 let (name, _old, new): (String, String, String) =
                     message.body().deserialize().ok()?;
                 if !name.starts_with(':') || !new.is_empty() {
                     return None;
                 }
-                name
+                (name, "NameOwnerChanged")
             }
             (BROKER1_INTERFACE, "ClientGone") => {
                 let (client, _paths): (String, Vec<OwnedObjectPath>) =
                     message.body().deserialize().ok()?;
-                client
+                (client, "ClientGone")
             }
             _ => return None,
         };
@@ -260,6 +262,7 @@ impl References {
         info!(
             client,
             references = departure.references.len(),
+            via,
             "client left the bus; releasing what it held"
         );
         Some(departure)
