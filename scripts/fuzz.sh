@@ -20,7 +20,7 @@ seconds="${1:-5}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(sasl wire_message match_rule busconfig service_file api)
+    targets=(sasl wire_message match_rule busconfig service_file api bindings)
 fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

@@ -63,3 +63,25 @@ fn the_corpus_passes_its_checks() {
     );
     eprintln!("{count} corpus inputs replayed");
 }
+
+/// The bindings seeds that are meant to load do, so the fuzzer starts past the parser's errors
+/// (with the repository's .api files found through `apipath "interfaces/api"`).
+#[test]
+fn the_bindings_seeds_load() {
+    let path = Path::new(checks::BINDINGS_FILE);
+    let mut loaded_seeds = 0;
+    for (file, bytes) in inputs("corpus", "bindings") {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let text = String::from_utf8(bytes).expect("a text seed");
+        let loaded = telbus_policy::bindings::SystemDef::from_str(&text, path);
+        match name.as_str() {
+            "docs_example" | "protocol_ids" | "test_system" | "every_key" => {
+                let def = loaded.unwrap_or_else(|e| panic!("{name}: {e}"));
+                assert!(!def.bindings.is_empty(), "{name} has no bindings");
+                loaded_seeds += 1;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(loaded_seeds, 4, "seeds missing from fuzz/corpus/bindings");
+}
