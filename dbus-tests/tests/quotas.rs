@@ -7,11 +7,11 @@
 //! socket buffer filled by the bus first; the floods below are sized well past that.
 //!
 //! Against dbus-daemon (`TELBUS_TEST_DAEMON=/usr/bin/dbus-daemon`) only the
-//! max_incomplete_connections and max_incoming_unix_fds tests apply as they are (dbus-daemon too
-//! holds exactly 8 one-descriptor messages at max_incoming_unix_fds=8): the per-user quotas (queued bytes and fds,
-//! names, match rules, pending replies) and their GetStats figures are telbusd's (dbus-broker's
-//! idea), and dbus-daemon holds a sender back over
-//! max_incoming_bytes too but does not count its queued messages in GetConnectionStats.
+//! max_incomplete_connections and max_incoming_unix_fds tests apply as they are (dbus-daemon
+//! too holds exactly 8 one-descriptor messages at max_incoming_unix_fds=8): the per-user quotas
+//! (queued bytes and fds, names, match rules, pending replies) and their GetStats figures are
+//! telbusd's (dbus-broker's idea), and dbus-daemon holds a sender back over max_incoming_bytes
+//! too but does not count its queued messages in GetConnectionStats.
 
 use std::collections::HashMap;
 use std::os::fd::AsFd;
