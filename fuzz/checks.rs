@@ -293,7 +293,7 @@ pub fn bindings(data: &[u8]) {
         let principal = match &b.client {
             ClientSide::App(a) => Principal::App(a.clone()),
             ClientSide::User(u) => Principal::User(u.clone()),
-            // No user name can be `*`: it stands for anyone not bound by name.
+            // Anyone: a user named `*` is bound by `<*>.iface` if that exists, else by `*`.
             ClientSide::Any => Principal::User("*".to_string()),
         };
         let routed = def
