@@ -13,6 +13,9 @@ use telbus_broker::auth::{AuthConfig, AuthError, Sasl};
 use telbus_broker::match_rule::{MAX_RULE_LENGTH, MatchRule};
 use telbus_broker::service_file::parse_service_file;
 use telbus_broker::wire;
+use telbus_policy::bindings::{
+    Allowed, Binding, ClientSide, Glob, Matcher, Principal, SystemDef, parse_client,
+};
 
 /// The SASL exchange: a client's bytes, fed to the server's state machine.
 ///
@@ -225,15 +228,155 @@ pub fn api(data: &[u8]) {
     assert_eq!(telbus_interfaces::xml::generate(&again), xml);
 }
 
+/// Where the bindings check pretends its file lives: the repository's root, so that a relative
+/// `apipath "interfaces/api"` (as in docs/bindings.md) finds the repository's own .api files and
+/// protocol ids are computed the same everywhere.
+pub const BINDINGS_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../system.bindings");
+
+/// The TelAF system definition (bindings) file.
+///
+/// Properties: loading is deterministic; an error names the file and a line and column that
+/// exist; a definition that loads, written back as a file, loads to the same apps and bindings;
+/// every glob matches its own text; and every binding is what routing and access decide.
+pub fn bindings(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let path = Path::new(BINDINGS_FILE);
+    let def = match SystemDef::from_str(text, path) {
+        Ok(def) => def,
+        Err(e) => {
+            let again = SystemDef::from_str(text, path).expect_err("fails twice");
+            assert_eq!(e, again);
+            assert_eq!(e.file, path);
+            let lines: Vec<&str> = text.lines().collect();
+            assert!(
+                e.line >= 1 && e.line <= lines.len().max(1),
+                "{e}: no such line"
+            );
+            let line_len = lines.get(e.line - 1).map_or(0, |l| l.len());
+            assert!(
+                e.column >= 1 && e.column <= line_len + 1,
+                "{e}: no such column"
+            );
+            return;
+        }
+    };
+    let again = SystemDef::from_str(text, path).expect("loads twice");
+    assert_eq!(def.apps, again.apps);
+    assert_eq!(def.bindings, again.bindings);
+
+    let written = write_bindings(&def);
+    let reloaded = SystemDef::from_str(&written, path)
+        .unwrap_or_else(|e| panic!("{text:?} written back as {written:?} fails: {e}"));
+    assert_eq!(
+        without_lines(&reloaded),
+        without_lines(&def),
+        "written back as {written:?}"
+    );
+
+    for app in &def.apps {
+        for m in &app.matchers {
+            if let Matcher::Exe(g) | Matcher::Unit(g) | Matcher::Label(g) = m {
+                glob_matches_itself(g);
+            }
+        }
+    }
+    for b in &def.bindings {
+        let (app, provided) = def
+            .provider(&b.bus_name())
+            .expect("a bound service is provided");
+        assert_eq!(
+            (app.name.as_str(), provided.service.as_str()),
+            (b.server_app.as_str(), b.service.as_str())
+        );
+        let principal = match &b.client {
+            ClientSide::App(a) => Principal::App(a.clone()),
+            ClientSide::User(u) => Principal::User(u.clone()),
+            // Anyone: a user named `*` is bound by `<*>.iface` if that exists, else by `*`.
+            ClientSide::Any => Principal::User("*".to_string()),
+        };
+        let routed = def
+            .route(&principal, &b.interface)
+            .expect("a bound interface routes");
+        assert_eq!(routed.interface, b.interface);
+        if b.client != ClientSide::Any {
+            assert_eq!(routed, b, "{principal} routes elsewhere");
+        }
+        let allowed = def
+            .may_call(&principal, &b.server_app, &b.bus_name())
+            .unwrap_or_else(|| panic!("{b} does not let {principal} call"));
+        if let Allowed::Binding(via) = allowed {
+            assert_eq!(via.bus_name(), b.bus_name());
+        }
+        assert_eq!(parse_client(&b.client.to_string()), Some(b.client.clone()));
+    }
+}
+
+/// A loaded definition as a file: every protocol id is given, so no apipath is needed.
+fn write_bindings(def: &SystemDef) -> String {
+    let mut out = String::new();
+    for app in &def.apps {
+        out.push_str(&format!("app {} {{\n", app.name));
+        for m in &app.matchers {
+            out.push_str(&format!("    match {m}\n"));
+        }
+        for p in &app.provides {
+            let id = p
+                .protocol_id
+                .as_deref()
+                .expect("ids are known after loading");
+            out.push_str(&format!(
+                "    provides {} api={} protocol={id}\n",
+                p.service, p.api
+            ));
+        }
+        for r in &app.requires {
+            out.push_str(&format!("    requires {} api={}\n", r.interface, r.api));
+        }
+        out.push_str("}\n");
+    }
+    for b in &def.bindings {
+        out.push_str(&format!("bind {b}\n"));
+    }
+    out
+}
+
+/// Apps and bindings with the line numbers taken out, which writing back changes.
+fn without_lines(def: &SystemDef) -> (Vec<telbus_policy::bindings::App>, Vec<Binding>) {
+    let mut apps = def.apps.clone();
+    for app in &mut apps {
+        app.line = 0;
+        for p in &mut app.provides {
+            p.line = 0;
+        }
+    }
+    let mut bindings = def.bindings.clone();
+    for b in &mut bindings {
+        b.line = None;
+    }
+    (apps, bindings)
+}
+
+/// A glob matches its text with each `*` standing for nothing, and for anything.
+fn glob_matches_itself(g: &Glob) {
+    let pattern = g.as_str();
+    for filler in ["", "*", "x/y*z"] {
+        let text = pattern.replace('*', filler);
+        assert!(g.matches(&text), "{pattern:?} does not match {text:?}");
+    }
+}
+
 /// What a fuzz target runs on each input.
 pub type Check = fn(&[u8]);
 
 /// Every target by name, for the replay test.
-pub const TARGETS: [(&str, Check); 6] = [
+pub const TARGETS: [(&str, Check); 7] = [
     ("sasl", sasl),
     ("wire_message", wire_message),
     ("match_rule", match_rule),
     ("busconfig", busconfig),
     ("service_file", service_file),
     ("api", api),
+    ("bindings", bindings),
 ];

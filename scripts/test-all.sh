@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every test of telbus, from a fresh Debian machine with Rust: installs what the tests need,
 # builds once (release: the tests, the reference suite and the benchmark share that build),
-# runs the unit and end-to-end tests, then dbus's own test suite against telbusd and
-# dbus-daemon side by side.
+# runs the unit and end-to-end tests, fuzzes each parser briefly, then dbus's own test suite
+# against telbusd and dbus-daemon side by side.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +14,8 @@ need dbus-send dbus-bin
 need busctl systemd
 need gdbus libglib2.0-bin
 need xmllint libxml2-utils
+# libfuzzer-sys compiles libFuzzer (C++) for the fuzz targets.
+need c++ g++
 # Real desktop software (dbus-tests/tests/real_software.rs): dconf's writer, activated from its
 # own .service file, and the desktop schemas gsettings writes through it.
 need dconf dconf-cli
@@ -36,4 +38,7 @@ fi
 export CARGO_TERM_COLOR=never
 cargo build --release --workspace --all-targets -j2
 cargo test --release --workspace -j2 --no-fail-fast
+# Every fuzz target for a few seconds from its committed corpus (fuzz/ is its own workspace,
+# built with the lean fuzz-ci profile, without cargo-fuzz); a crash fails the run.
+./scripts/fuzz.sh --ci 5
 cargo run --release -q -p telbus-dbus-tests --bin reference-suite

@@ -63,3 +63,29 @@ fn the_corpus_passes_its_checks() {
     );
     eprintln!("{count} corpus inputs replayed");
 }
+
+/// The bindings seeds that are meant to load do, so the fuzzer starts past the parser's errors
+/// (with the repository's .api files found through `apipath "interfaces/api"`).
+#[test]
+fn the_bindings_seeds_load() {
+    let path = Path::new(checks::BINDINGS_FILE);
+    let seeds = ["docs_example", "protocol_ids", "test_system", "every_key"];
+    let mut loaded_seeds = 0;
+    for (file, bytes) in inputs("corpus", "bindings") {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        // The rest of the corpus is what the fuzzer found, valid or not.
+        if !seeds.contains(&name.as_str()) {
+            continue;
+        }
+        let text = String::from_utf8(bytes).expect("a text seed");
+        let def = telbus_policy::bindings::SystemDef::from_str(&text, path)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(!def.bindings.is_empty(), "{name} has no bindings");
+        loaded_seeds += 1;
+    }
+    assert_eq!(
+        loaded_seeds,
+        seeds.len(),
+        "seeds missing from fuzz/corpus/bindings"
+    );
+}

@@ -7,10 +7,11 @@
 //! socket buffer filled by the bus first; the floods below are sized well past that.
 //!
 //! Against dbus-daemon (`TELBUS_TEST_DAEMON=/usr/bin/dbus-daemon`) only the
-//! max_incomplete_connections test applies as it is: the per-user quotas (queued bytes and fds,
-//! names, match rules, pending replies) and their GetStats figures are telbusd's (dbus-broker's
-//! idea), and dbus-daemon holds a sender back over
-//! max_incoming_bytes too but does not count its queued messages in GetConnectionStats.
+//! max_incomplete_connections and max_incoming_unix_fds tests apply as they are (dbus-daemon
+//! too holds exactly 8 one-descriptor messages at max_incoming_unix_fds=8): the per-user quotas
+//! (queued bytes and fds, names, match rules, pending replies) and their GetStats figures are
+//! telbusd's (dbus-broker's idea), and dbus-daemon holds a sender back over max_incoming_bytes
+//! too but does not count its queued messages in GetConnectionStats.
 
 use std::collections::HashMap;
 use std::os::fd::AsFd;
@@ -298,6 +299,124 @@ fn a_sender_over_max_incoming_bytes_is_not_read_until_its_messages_drain() {
         numbers_from(&got, &sender_name, "Wave"),
         (0..COUNT).collect::<Vec<_>>()
     );
+    let answers = flood
+        .join()
+        .expect("the sender is answered once it drained");
+    assert!(
+        answers.iter().all(|m| error_name(m).is_none()),
+        "{answers:?}"
+    );
+    bus.assert_alive();
+}
+
+/// A numbered unicast signal to `to` carrying `fd` and `len` bytes.
+fn send_fd_signal(
+    client: &mut RawClient,
+    to: &str,
+    n: u32,
+    fd: std::os::fd::BorrowedFd<'_>,
+    len: usize,
+) -> u32 {
+    let signal = Message::signal(PATH, INTERFACE, "WaveFd").destination(to.to_string());
+    client.send_with_fds(signal, &(n, zbus::Fd::from(fd), payload(n, len)))
+}
+
+/// What the bus holds for `receiver`: (messages, bytes, descriptors).
+fn queued_for(observer: &mut RawClient, receiver: &str) -> (u32, u32, u32) {
+    let s = stats(observer, "GetConnectionStats", Some(receiver));
+    (
+        stat_u32(&s, "OutgoingMessages"),
+        stat_u32(&s, "OutgoingBytes"),
+        stat_u32(&s, "OutgoingFDs"),
+    )
+}
+
+#[test]
+fn a_sender_over_max_incoming_unix_fds_is_not_read_until_its_messages_drain() {
+    // Only descriptors count here: max_incoming_bytes stays far above what is sent.
+    const LIMIT: u32 = 8;
+    const COUNT: u32 = 64;
+    let bus = bus_for_everyone(&format!(
+        r#"<limit name="max_incoming_unix_fds">{LIMIT}</limit>"#
+    ));
+    let mut receiver = RawClient::connect(&bus);
+    let to = receiver.unique_name.clone();
+    let mut observer = RawClient::connect(&bus);
+    let mut innocent = RawClient::connect(&bus);
+    let sender = RawClient::connect(&bus);
+    let sender_name = sender.unique_name.clone();
+
+    // 64 signals of one descriptor and 16 KiB each: the receiver's socket buffer takes a dozen,
+    // the bus up to LIMIT descriptors' worth, and the sender blocks in write() after that.
+    let flood = std::thread::spawn(move || {
+        let mut sender = sender;
+        let (pipe, _writer) = rustix::pipe::pipe().expect("a pipe");
+        for n in 0..COUNT {
+            send_fd_signal(&mut sender, &to, n, pipe.as_fd(), 16 * 1024);
+        }
+        sync(&mut sender)
+    });
+
+    // Wait (by asking) until the bus holds as many of the sender's descriptors as it may.
+    let mut held = (0, 0, 0);
+    for _ in 0..100_000 {
+        held = queued_for(&mut observer, &receiver.unique_name);
+        if held.2 >= LIMIT {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    assert!(
+        held.2 >= LIMIT,
+        "the flood never filled the queue: {held:?}"
+    );
+
+    // The innocent client is served meanwhile.
+    for n in 0..10 {
+        send_call(&mut innocent, &observer.unique_name, n, 1024);
+    }
+    let answers = sync(&mut innocent);
+    assert!(
+        answers.iter().all(|m| error_name(m).is_none()),
+        "{answers:?}"
+    );
+    let got = observer.read_until(|m| {
+        m.header().member().map(|m| m.as_str()) == Some("Take") && number_of(m) == 9
+    });
+    assert_eq!(
+        numbers_from(&got, &innocent.unique_name, "Take"),
+        (0..10).collect::<Vec<_>>()
+    );
+
+    // The sender stays held back: what waits for the receiver does not move, it is about LIMIT
+    // descriptors (not the dozens sent) and far from max_incoming_bytes.
+    let held = queued_for(&mut observer, &receiver.unique_name);
+    sync(&mut innocent);
+    sync(&mut observer);
+    let still = queued_for(&mut observer, &receiver.unique_name);
+    assert_eq!(still, held, "the sender was read on");
+    let (messages, bytes, fds) = held;
+    eprintln!("held for the receiver: {messages} messages, {bytes} bytes, {fds} descriptors");
+    assert!(
+        (LIMIT..2 * LIMIT).contains(&fds) && messages == fds && bytes < 2 * LIMIT * 17 * 1024,
+        "the bus held {messages} messages, {bytes} bytes, {fds} descriptors of the sender"
+    );
+
+    // The receiver reads: everything arrives, in order, each with its descriptor, and the
+    // sender is answered.
+    let mut numbers = Vec::new();
+    while numbers.last() != Some(&(COUNT - 1)) {
+        let m = receiver
+            .read_message_with_fds()
+            .expect("the receiver gets its messages");
+        let header = m.header();
+        if header.sender().map(|s| s.as_str()) == Some(sender_name.as_str())
+            && header.member().map(|m| m.as_str()) == Some("WaveFd")
+        {
+            numbers.push(fd_call_number(&m));
+        }
+    }
+    assert_eq!(numbers, (0..COUNT).collect::<Vec<_>>());
     let answers = flood
         .join()
         .expect("the sender is answered once it drained");
