@@ -160,7 +160,15 @@ pub struct Bus {
     pub telaf: Option<Box<crate::telaf::Telaf>>,
     /// Calls held for polkit, its answers, and the thread that asks it.
     pub polkit: crate::polkit::Polkit,
+    /// False only when the benchmark asks for a bus without `<policy>` checks (the environment
+    /// variable [`NO_POLICY_ENV`]), to measure what the checks cost; never in normal use.
+    enforce_policy: bool,
 }
+
+/// Set (to anything) in telbusd's environment, connections get no `<policy>` rules at all: every
+/// send, receive and own is allowed without a look at the configuration. For
+/// `telbus-bench --only telbusd-nopolicy`, the baseline the policy's cost is measured against.
+pub const NO_POLICY_ENV: &str = "TELBUS_BENCH_NO_POLICY";
 
 impl Bus {
     pub fn new(
@@ -220,6 +228,13 @@ impl Bus {
             dispatching: None,
             telaf: None,
             polkit: Default::default(),
+            enforce_policy: {
+                let off = std::env::var_os(NO_POLICY_ENV).is_some();
+                if off {
+                    warn!("{NO_POLICY_ENV} is set: <policy> rules are NOT enforced (benchmarks only)");
+                }
+                !off
+            },
         })
     }
 
@@ -633,7 +648,7 @@ impl Bus {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
-        peer.policy = Some(policy);
+        peer.policy = self.enforce_policy.then_some(policy);
         peer.phase = Phase::Unregistered;
         peer.unix_fds = unix_fds;
         peer.auth_deadline = None;

@@ -26,6 +26,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Telbusd,
+    /// telbusd without `<policy>` checks at all (TELBUS_BENCH_NO_POLICY): the baseline for the
+    /// cost of policy.
+    TelbusdNoPolicy,
     /// telbusd with the machine's system-bus policy (system.conf and its system.d files).
     TelbusdSystemPolicy,
     /// telbusd with 1,000 TelAF apps and bindings loaded (--bindings).
@@ -39,6 +42,7 @@ impl Kind {
     pub fn from_name(name: &str) -> Option<Kind> {
         match name {
             "telbusd" => Some(Kind::Telbusd),
+            "telbusd-nopolicy" => Some(Kind::TelbusdNoPolicy),
             "telbusd-syspolicy" => Some(Kind::TelbusdSystemPolicy),
             "telbusd-bindings" => Some(Kind::TelbusdBindings),
             "dbus-daemon" => Some(Kind::DbusDaemon),
@@ -51,6 +55,7 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::Telbusd => "telbusd",
+            Kind::TelbusdNoPolicy => "telbusd-nopolicy",
             Kind::TelbusdSystemPolicy => "telbusd-syspolicy",
             Kind::TelbusdBindings => "telbusd-bindings",
             Kind::DbusDaemon => "dbus-daemon",
@@ -108,9 +113,13 @@ impl Broker {
             .process_group(0);
         let mut running = match self.kind {
             Kind::Telbusd
+            | Kind::TelbusdNoPolicy
             | Kind::TelbusdSystemPolicy
             | Kind::TelbusdBindings
             | Kind::DbusDaemon => {
+                if self.kind == Kind::TelbusdNoPolicy {
+                    command.env("TELBUS_BENCH_NO_POLICY", "1");
+                }
                 if self.kind == Kind::TelbusdBindings {
                     let file = dir.path().join("system.bindings");
                     std::fs::write(&file, thousand_bindings()).map_err(|e| e.to_string())?;

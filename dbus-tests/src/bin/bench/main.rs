@@ -24,9 +24,11 @@ usage: telbus-bench [--json] [--only NAME,...] [--workloads NAME,...] [--seconds
 Runs telbusd, dbus-daemon, dbus-broker and busd (those found) side by side on private sockets
 and prints a table of the results with the ratio telbusd/other.
   --json          print the results as JSON instead of a table
-  --only LIST     brokers to run, of telbusd,telbusd-syspolicy,telbusd-bindings,dbus-daemon,
-                  dbus-broker,busd (telbusd-syspolicy: telbusd with this machine's system-bus
-                  policy; telbusd-bindings: telbusd with 1,000 TelAF bindings loaded)
+  --only LIST     brokers to run, of telbusd,telbusd-nopolicy,telbusd-syspolicy,
+                  telbusd-bindings,dbus-daemon,dbus-broker,busd (telbusd-nopolicy: telbusd
+                  without <policy> checks, the baseline of the policy-cost table;
+                  telbusd-syspolicy: telbusd with this machine's system-bus policy;
+                  telbusd-bindings: telbusd with 1,000 TelAF bindings loaded)
   --workloads LIST  workloads to run, of round-trip,pipelined,pairs,fan-out,connections,memory
                   (e.g. only pipelined, to profile a broker started through a --telbusd wrapper)
   --seconds S     length of each throughput workload (default 1)
@@ -247,6 +249,7 @@ fn main() {
     });
     let candidates = [
         (Kind::Telbusd, Some(telbusd.clone())),
+        (Kind::TelbusdNoPolicy, Some(telbusd.clone())),
         (
             Kind::TelbusdSystemPolicy,
             Some(telbusd.clone()).filter(|_| Path::new("/usr/share/dbus-1/system.conf").exists()),
@@ -513,6 +516,7 @@ fn print_table(columns: &[Column], missing: &[&str], settings: &Settings, rounds
     println!(
         "↑ higher is better, ↓ lower is better; a ratio is telbusd's figure over the other's."
     );
+    print_policy_cost(columns);
     for column in columns {
         for error in &column.errors {
             println!("{}: {error}", column.broker.kind.name());
@@ -520,6 +524,56 @@ fn print_table(columns: &[Column], missing: &[&str], settings: &Settings, rounds
     }
     for name in missing {
         println!("{name}: not found, not run");
+    }
+}
+
+/// What policy costs: each telbusd variant's figure over telbusd-nopolicy's, for the workloads
+/// with a direction (1.00: no cost; within 5% is 0.95–1.05).
+fn print_policy_cost(columns: &[Column]) {
+    let Some(base) = columns
+        .iter()
+        .find(|c| c.broker.kind == Kind::TelbusdNoPolicy)
+    else {
+        return;
+    };
+    let variants: Vec<&Column> = columns
+        .iter()
+        .filter(|c| {
+            matches!(
+                c.broker.kind,
+                Kind::Telbusd | Kind::TelbusdSystemPolicy | Kind::TelbusdBindings
+            )
+        })
+        .collect();
+    if variants.is_empty() {
+        return;
+    }
+    println!();
+    println!("cost of policy: each figure over telbusd-nopolicy's (telbusd: permissive session policy)");
+    let label_width = METRICS.iter().map(|m| m.label.chars().count()).max().unwrap_or(0) + 2;
+    let mut header = format!("{:label_width$}", "workload");
+    for v in &variants {
+        header.push_str(&format!("  {:>18}", v.broker.kind.name()));
+    }
+    println!("{header}");
+    for metric in METRICS {
+        let arrow = match metric.better {
+            Better::Higher => " ↑",
+            Better::Lower => " ↓",
+            Better::Neither => continue,
+        };
+        let Some(theirs) = base.get(metric.key).filter(|v| *v > 0.0) else {
+            continue;
+        };
+        let mut line = format!("{:label_width$}", format!("{}{arrow}", metric.label));
+        for v in &variants {
+            let cell = v
+                .get(metric.key)
+                .filter(|v| *v > 0.0)
+                .map_or_else(|| "—".to_string(), |ours| format!("{:.2}", ours / theirs));
+            line.push_str(&format!("  {cell:>18}"));
+        }
+        println!("{line}");
     }
 }
 
