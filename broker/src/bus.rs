@@ -296,14 +296,10 @@ impl Bus {
                 } else if let Some(peer) = self.peers.get_mut(&token) {
                     if flags.intersects(
                         epoll::EventFlags::IN | epoll::EventFlags::HUP | epoll::EventFlags::ERR,
-                    ) {
-                        // Input arrived since the last read: it must be read even if that
-                        // read found the socket drained (see `InBuffer::drained`).
-                        peer.inbuf.drained = false;
-                        if !peer.readable {
-                            peer.readable = true;
-                            self.ready.push_back(token);
-                        }
+                    ) && !peer.readable
+                    {
+                        peer.readable = true;
+                        self.ready.push_back(token);
                     }
                     if flags.contains(epoll::EventFlags::OUT) && !peer.out.is_empty() {
                         self.dirty.push(token);
@@ -592,13 +588,7 @@ impl Bus {
                 self.doom(id, "too many file descriptors without a message".into());
                 return;
             }
-            // A read that would only say EAGAIN is skipped: one system call less per turn.
-            let outcome = if std::mem::take(&mut peer.inbuf.drained) {
-                Ok(ReadOutcome::WouldBlock)
-            } else {
-                peer.inbuf.read_from(peer.fd.as_fd(), want)
-            };
-            match outcome {
+            match peer.inbuf.read_from(peer.fd.as_fd(), want) {
                 Ok(ReadOutcome::Data) => {}
                 Ok(ReadOutcome::WouldBlock) => {
                     peer.readable = false;

@@ -172,11 +172,6 @@ pub struct InBuffer {
     start: usize,
     end: usize,
     pub fds: VecDeque<OwnedFd>,
-    /// The last read took everything the socket had: it filled less than the room it was
-    /// given, and brought no descriptors (the kernel ends a read at a message with descriptors,
-    /// so such a read may stop short with more queued). The next read would only say EAGAIN,
-    /// so the bus skips it; new input raises a new edge-triggered event, which clears this.
-    pub drained: bool,
 }
 
 /// A closed connection's buffer serves the next one: a new connection does not allocate and
@@ -263,7 +258,6 @@ impl InBuffer {
         let mut space =
             [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MESSAGE))];
         let mut control = RecvAncillaryBuffer::new(&mut space);
-        let offered = self.buf.len() - self.end;
         let result = loop {
             let mut iov = [IoSliceMut::new(&mut self.buf[self.end..])];
             match recvmsg(
@@ -282,14 +276,11 @@ impl InBuffer {
             Err(e) => return Err(e.into()),
         };
         self.end += received;
-        let mut brought_fds = false;
         for message in control.drain() {
             if let RecvAncillaryMessage::ScmRights(fds) = message {
                 self.fds.extend(fds);
-                brought_fds = true;
             }
         }
-        self.drained = received < offered && !brought_fds;
         if received == 0 {
             return Ok(ReadOutcome::Closed);
         }
