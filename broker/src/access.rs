@@ -226,7 +226,9 @@ impl Bus {
         }
     }
 
-    /// Ok if `to` may receive this broadcast (or eavesdropped copy) from `from`.
+    /// Ok if `to` may receive this broadcast (or eavesdropped copy) from `from`. `memo` keeps
+    /// the decisions that are the same for many recipients of one message (see
+    /// [`BroadcastVerdicts`]): a new one for each message.
     pub fn check_receive_broadcast(
         &self,
         from: ConnId,
@@ -234,24 +236,54 @@ impl Bus {
         msg: &Message,
         route: &Route<'_>,
         eavesdropping: bool,
+        memo: &mut BroadcastVerdicts,
     ) -> Result<(), String> {
         let facts = facts(msg, route, false);
         if let Some(policy) = self.peers.get(&from).and_then(|p| p.policy.as_ref()) {
-            let decision = self.with_names(to, policy.send_tests_names(), |names| {
-                policy.can_send(&facts, names, false)
-            });
-            if let Decision::Deny(denial) = decision {
-                return Err(rule_text(&denial));
+            let decide = || {
+                self.with_names(to, policy.send_tests_names(), |names| {
+                    match policy.can_send(&facts, names, false) {
+                        Decision::Allow => Ok(()),
+                        Decision::Deny(denial) => Err(rule_text(&denial)),
+                    }
+                })
+            };
+            // Rules that name no unique name cannot tell apart recipients without well-known
+            // names: one decision serves them all.
+            let same_for_all = !policy.send_tests_names()
+                || (!policy.send_tests_unique_names() && self.names.claims_of(to) == 0);
+            if same_for_all {
+                memo.send_to_nameless.get_or_insert_with(decide).clone()?;
+            } else {
+                decide()?;
             }
         }
         if let Some(policy) = self.peers.get(&to).and_then(|p| p.policy.as_ref()) {
+            let id = policy.rules_id();
+            if let Some((_, verdict)) = memo.receive.iter().find(|(rules, _)| *rules == id) {
+                return verdict.clone();
+            }
             let decision = self.with_names(from, policy.receive_tests_names(), |names| {
                 policy.can_receive(&facts, names, false, eavesdropping)
             });
-            if let Decision::Deny(denial) = decision {
-                return Err(rule_text(&denial));
-            }
+            let verdict = match decision {
+                Decision::Allow => Ok(()),
+                Decision::Deny(denial) => Err(rule_text(&denial)),
+            };
+            memo.receive.push((id, verdict.clone()));
+            return verdict;
         }
         Ok(())
     }
+}
+
+/// Decisions on one broadcast (or eavesdropped message) that hold for many of its recipients:
+/// the sender's send decision for recipients without well-known names (when its rules name no
+/// unique name), and the receive decision of each distinct set of rules (connections with the
+/// same credentials share theirs). A signal to many subscribers then costs a few decisions,
+/// not two per subscriber.
+#[derive(Default)]
+pub struct BroadcastVerdicts {
+    send_to_nameless: Option<Result<(), String>>,
+    receive: Vec<(usize, Result<(), String>)>,
 }

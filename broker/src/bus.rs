@@ -231,7 +231,9 @@ impl Bus {
             enforce_policy: {
                 let off = std::env::var_os(NO_POLICY_ENV).is_some();
                 if off {
-                    warn!("{NO_POLICY_ENV} is set: <policy> rules are NOT enforced (benchmarks only)");
+                    warn!(
+                        "{NO_POLICY_ENV} is set: <policy> rules are NOT enforced (benchmarks only)"
+                    );
                 }
                 !off
             },

@@ -252,6 +252,7 @@ impl Bus {
         addressed: Option<ConnId>,
     ) {
         let recipients = self.match_recipients(Some(from), msg, route, addressed);
+        let mut verdicts = crate::access::BroadcastVerdicts::default();
         for to in recipients {
             if Some(to) == addressed {
                 continue;
@@ -277,7 +278,9 @@ impl Bus {
                 continue;
             }
             let eavesdropping = addressed.is_some();
-            if let Err(denied) = self.check_receive_broadcast(from, to, msg, route, eavesdropping) {
+            if let Err(denied) =
+                self.check_receive_broadcast(from, to, msg, route, eavesdropping, &mut verdicts)
+            {
                 self.capture_error(from, header, crate::driver::ACCESS_DENIED, &denied);
                 continue;
             }

@@ -217,6 +217,14 @@ impl<R> NameIndex<R> {
         self.entries.len()
     }
 
+    /// Whether some name or prefix rules are filed under starts with `first`.
+    pub fn has_key_starting_with(&self, first: char) -> bool {
+        self.by_name
+            .keys()
+            .chain(self.by_prefix.keys())
+            .any(|k| k.starts_with(first))
+    }
+
     /// How many distinct names and prefixes rules are filed under.
     pub fn keys(&self) -> usize {
         self.by_name.len() + self.by_prefix.len()

@@ -317,6 +317,19 @@ impl PeerPolicy {
         self.rules.send.keys() > 0
     }
 
+    /// Whether some send rule names a unique name (`:1.42`), or a prefix one could have: when
+    /// none does, every connection that owns no well-known name gets the same send decision,
+    /// so a broadcast decides once for all of them.
+    pub fn send_tests_unique_names(&self) -> bool {
+        self.rules.send.has_key_starting_with(':')
+    }
+
+    /// Identifies this connection's rules: connections with the same credentials share them
+    /// (and so get the same receive decisions for the same message from the same sender).
+    pub fn rules_id(&self) -> usize {
+        Arc::as_ptr(&self.rules) as usize
+    }
+
     /// Whether this connection's receive rules look at the sending connection's names.
     pub fn receive_tests_names(&self) -> bool {
         self.rules.receive.keys() > 0

@@ -549,8 +549,15 @@ fn print_policy_cost(columns: &[Column]) {
         return;
     }
     println!();
-    println!("cost of policy: each figure over telbusd-nopolicy's (telbusd: permissive session policy)");
-    let label_width = METRICS.iter().map(|m| m.label.chars().count()).max().unwrap_or(0) + 2;
+    println!(
+        "cost of policy: each figure over telbusd-nopolicy's (telbusd: permissive session policy)"
+    );
+    let label_width = METRICS
+        .iter()
+        .map(|m| m.label.chars().count())
+        .max()
+        .unwrap_or(0)
+        + 2;
     let mut header = format!("{:label_width$}", "workload");
     for v in &variants {
         header.push_str(&format!("  {:>18}", v.broker.kind.name()));
