@@ -901,6 +901,7 @@ impl Bus {
                     guid: self.guid.clone(),
                     unix_fd_capable: true,
                 });
+                crate::daemon::apply_config_log_filter(&config);
                 self.config = Arc::new(config);
                 self.load_services();
                 info!(

@@ -53,15 +53,14 @@ pub fn load_config(path: &Path, embedded: Option<&str>) -> Result<BusConfig, Str
 /// Logs go to stderr, or to the journal when stderr is systemd's journal stream (systemd sets
 /// JOURNAL_STREAM to its device and inode) or `--syslog-only` asks for it; `--syslog` logs to
 /// both. TELBUS_LOG (else RUST_LOG) is a tracing filter: a level, and per-module levels such
-/// as `info,telbusd::activation=debug`.
+/// as `info,telbusd::activation=debug`; without either, the configuration's `<log>` (see
+/// [`apply_config_log_filter`]), else `info`.
 fn init_logging(args: &Args) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    use tracing_subscriber::{EnvFilter, Layer};
+    use tracing_subscriber::{EnvFilter, reload};
 
-    let filter = std::env::var("TELBUS_LOG")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "info".into());
+    let filter = env_log_filter().unwrap_or_else(|| "info".into());
     let to_journal = !args.nosyslog && (args.syslog || args.syslog_only || stderr_is_journal());
     let journal = if to_journal {
         match tracing_journald::layer() {
@@ -81,10 +80,47 @@ fn init_logging(args: &Args) {
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_target(false)
     });
+    // One filter for both outputs, replaceable once the configuration is read (and reloaded).
+    let (filter, handle) = reload::Layer::new(EnvFilter::new(&filter));
+    let _ = LOG_FILTER.set(handle);
     let _ = tracing_subscriber::registry()
-        .with(journal.with_filter(EnvFilter::new(&filter)))
-        .with(stderr.with_filter(EnvFilter::new(&filter)))
+        .with(filter)
+        .with(journal)
+        .with(stderr)
         .try_init();
+}
+
+type LogFilterHandle =
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+/// The running log filter, for [`apply_config_log_filter`].
+static LOG_FILTER: std::sync::OnceLock<LogFilterHandle> = std::sync::OnceLock::new();
+
+fn env_log_filter() -> Option<String> {
+    std::env::var("TELBUS_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .ok()
+}
+
+/// Use the configuration's `<log>` filter (at start and on every reload), unless TELBUS_LOG or
+/// RUST_LOG says otherwise. A filter that does not parse is refused with a warning and the
+/// running one stays.
+pub fn apply_config_log_filter(config: &BusConfig) {
+    if env_log_filter().is_some() {
+        return;
+    }
+    let text = config.log.as_deref().unwrap_or("info");
+    let Some(handle) = LOG_FILTER.get() else {
+        return;
+    };
+    match tracing_subscriber::EnvFilter::try_new(text) {
+        Ok(filter) => {
+            if let Err(e) = handle.reload(filter) {
+                tracing::warn!("cannot change the log filter: {e}");
+            }
+        }
+        Err(e) => tracing::warn!("<log>{text}</log> is not a log filter ({e}); kept the running one"),
+    }
 }
 
 /// Whether our stderr is the stream systemd connected to the journal.
@@ -131,6 +167,7 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    apply_config_log_filter(&config);
     // Before listening: a bad bindings file stops the bus before anyone is told its address.
     let telaf = match args.bindings.as_deref().map(crate::telaf::Telaf::load) {
         None => None,

@@ -116,7 +116,13 @@ fn reply_to(call: &Header<'_>) -> zbus::message::Builder<'static> {
 
 impl Bus {
     /// A method call (or other message) addressed to the bus itself.
-    pub fn driver_call(&mut self, from: ConnId, msg: &Message, route: &Route<'_>) {
+    pub fn driver_call(
+        &mut self,
+        from: ConnId,
+        msg: &Message,
+        header: &Header<'_>,
+        route: &Route<'_>,
+    ) {
         if route.msg_type == zbus::message::Type::Signal
             && route.interface == Some("org.freedesktop.systemd1.Activator")
             && route.member == Some("ActivationFailure")
@@ -127,7 +133,6 @@ impl Bus {
         if route.msg_type != zbus::message::Type::MethodCall {
             return;
         }
-        let header = msg.header();
         let member = route.member.unwrap_or_default();
         let registered = self.peers.get(&from).is_some_and(|p| p.is_active());
         if !registered && member != "Hello" {
@@ -138,7 +143,7 @@ impl Bus {
             );
             self.send_error(
                 from,
-                &header,
+                header,
                 ACCESS_DENIED,
                 "Client tried to send a message other than Hello without being registered",
             );
@@ -148,7 +153,7 @@ impl Bus {
             self.telaf_call(from, msg, route);
             return;
         }
-        let result = self.driver_method(from, msg, &header, route);
+        let result = self.driver_method(from, msg, header, route);
         match result {
             Ok(reply) => {
                 if let Some(reply) = reply.filter(|_| !route.no_reply_expected) {
@@ -158,7 +163,7 @@ impl Bus {
                     self.after_hello(from);
                 }
             }
-            Err(e) => self.send_error(from, &header, e.name, &e.text),
+            Err(e) => self.send_error(from, header, e.name, &e.text),
         }
     }
 

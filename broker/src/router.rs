@@ -43,7 +43,7 @@ impl Bus {
             Some(DRIVER) if is_activation_failure(&route) => {
                 // dbus-daemon fails the activation's callers at once and shows monitors the
                 // signal afterwards (the test-monitor activation case checks that order).
-                self.driver_call(from, &msg, &route);
+                self.driver_call(from, &msg, &header, &route);
                 self.capture(&msg, from, None);
             }
             Some(DRIVER) => {
@@ -59,7 +59,7 @@ impl Bus {
                     self.send_error(from, &header, crate::driver::ACCESS_DENIED, &denied);
                     return;
                 }
-                self.driver_call(from, &msg, &route)
+                self.driver_call(from, &msg, &header, &route)
             }
             Some(dest) => self.unicast(from, &msg, &header, &route, dest),
             None => {
@@ -357,6 +357,11 @@ impl Bus {
                 "{} does not read its messages: a message from the bus was dropped",
                 unique_name(to)
             );
+        }
+        // Eavesdroppers get a copy; without eavesdropping rules there is nobody to look for
+        // (every Hello reply and NameAcquired comes this way).
+        if !self.matches.has_eavesdropping_rules() {
+            return;
         }
         let recipients = self.match_recipients(None, &msg, &route, Some(to));
         for id in recipients {

@@ -121,6 +121,7 @@ enum ContentKind {
     Servicedir,
     Servicehelper,
     Includedir,
+    Log,
 }
 
 impl ContentKind {
@@ -134,6 +135,7 @@ impl ContentKind {
             "servicedir" => ContentKind::Servicedir,
             "servicehelper" => ContentKind::Servicehelper,
             "includedir" => ContentKind::Includedir,
+            "log" => ContentKind::Log,
             _ => return None,
         })
     }
@@ -682,6 +684,7 @@ impl FileParser<'_> {
             ContentKind::Listen => self.config.listen.push(content),
             ContentKind::Auth => self.config.auth.push(content),
             ContentKind::Pidfile => self.config.pidfile = Some(PathBuf::from(content)),
+            ContentKind::Log => self.config.log = Some(content),
             ContentKind::Servicehelper => {
                 self.config.servicehelper = Some(self.full_path(&content));
             }
@@ -818,6 +821,7 @@ fn merge_included(config: &mut BusConfig, included: BusConfig) {
         files,
         conf_dirs,
         warnings,
+        log,
     } = included;
     config.policies.extend(policies);
     for (name, context) in selinux_associations {
@@ -841,6 +845,9 @@ fn merge_included(config: &mut BusConfig, included: BusConfig) {
     config.allow_anonymous |= allow_anonymous;
     if pidfile.is_some() {
         config.pidfile = pidfile;
+    }
+    if log.is_some() {
+        config.log = log;
     }
     if servicehelper.is_some() {
         config.servicehelper = servicehelper;

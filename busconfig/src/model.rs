@@ -149,4 +149,8 @@ pub struct BusConfig {
     pub conf_dirs: Vec<PathBuf>,
     /// What dbus-daemon would have warned about while loading.
     pub warnings: Vec<ConfigWarning>,
+    /// `<log>`, a telbus extension (dbus-daemon refuses it): telbusd's log filter, a level and
+    /// per-module levels such as `info,telbusd::activation=debug`; the last one read wins. The
+    /// TELBUS_LOG environment variable, when set, overrides it.
+    pub log: Option<String>,
 }
