@@ -235,6 +235,9 @@ pub struct SystemDef {
     pub bindings: Vec<Binding>,
     /// Bus name (`io.telaf.app.service`) → who may call it.
     access: HashMap<String, ServiceAccess>,
+    /// App name → its place in `apps` (fixed once loaded): every call to a TelAF name looks
+    /// its provider up, and a walk over a thousand apps showed.
+    app_index: HashMap<String, usize>,
 }
 
 impl SystemDef {
@@ -307,11 +310,17 @@ impl SystemDef {
                 p.protocol_id = Some(telbus_interfaces::protocol_id::protocol_id(&api));
             }
         }
+        let app_index = apps
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.name.clone(), i))
+            .collect();
         let mut def = SystemDef {
             file: file.to_path_buf(),
             apps,
             bindings: Vec::new(),
             access: HashMap::new(),
+            app_index,
         };
         for b in parsed.bindings {
             let line = b.line.unwrap_or(0);
@@ -388,7 +397,7 @@ impl SystemDef {
     }
 
     pub fn app(&self, name: &str) -> Option<&App> {
-        self.apps.iter().find(|a| a.name == name)
+        self.app_index.get(name).map(|&i| &self.apps[i])
     }
 
     /// The first app (in file order) whose `match` holds for the process.
