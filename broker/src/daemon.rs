@@ -119,7 +119,9 @@ pub fn apply_config_log_filter(config: &BusConfig) {
                 tracing::warn!("cannot change the log filter: {e}");
             }
         }
-        Err(e) => tracing::warn!("<log>{text}</log> is not a log filter ({e}); kept the running one"),
+        Err(e) => {
+            tracing::warn!("<log>{text}</log> is not a log filter ({e}); kept the running one")
+        }
     }
 }
 

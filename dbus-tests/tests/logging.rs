@@ -38,7 +38,12 @@ fn the_log_filter_comes_from_the_configuration_and_changes_on_reload() {
         // arrival's would be too (one thread writes them in order).
         call_driver(&first, "ReloadConfig", &()).await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while bus.daemon_stderr().matches("configuration reloaded from").count() < 2 {
+        while bus
+            .daemon_stderr()
+            .matches("configuration reloaded from")
+            .count()
+            < 2
+        {
             assert!(Instant::now() < deadline, "{}", bus.daemon_stderr());
             std::thread::sleep(Duration::from_millis(20));
         }
