@@ -94,6 +94,9 @@ struct Account {
     received: Usage,
     /// The part of `received` each sending user holds.
     by_actor: UidMap<Usage>,
+    /// How many of `by_actor` are users (not the bus itself): the fair share divides by it,
+    /// for every queued message, so it is kept rather than counted.
+    user_actors: usize,
     /// This user's messages waiting for delivery to anyone.
     sent: Usage,
 }
@@ -135,8 +138,7 @@ impl UserQuotas {
         let account = self.accounts.entry(receiver).or_default();
         if actor != BUS_ACTOR {
             let held = account.by_actor.get(&actor).copied().unwrap_or_default();
-            let actors = account.by_actor.keys().filter(|a| **a != BUS_ACTOR).count()
-                + usize::from(held.is_empty());
+            let actors = account.user_actors + usize::from(held.is_empty());
             if !fair(
                 budget.bytes,
                 account.received.bytes,
@@ -151,7 +153,13 @@ impl UserQuotas {
             }
         }
         account.received.add(bytes, fds);
-        account.by_actor.entry(actor).or_default().add(bytes, fds);
+        let held = account.by_actor.entry(actor).or_insert_with(|| {
+            if actor != BUS_ACTOR {
+                account.user_actors += 1;
+            }
+            Usage::default()
+        });
+        held.add(bytes, fds);
         self.accounts.entry(actor).or_default().sent.add(bytes, fds);
         Ok(())
     }
@@ -164,6 +172,9 @@ impl UserQuotas {
                 held.sub_usage(usage);
                 if held.is_empty() {
                     account.by_actor.remove(&actor);
+                    if actor != BUS_ACTOR {
+                        account.user_actors -= 1;
+                    }
                 }
             }
             if account.is_empty() {

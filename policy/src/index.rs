@@ -102,6 +102,9 @@ pub(crate) struct NameIndex<R> {
     any_name: Bucket,
     by_name: Map<Bucket>,
     by_prefix: Map<Bucket>,
+    /// Some name or prefix above starts with ':' (a unique name): asked for every recipient of
+    /// a broadcast, so kept rather than searched for.
+    unique_keys: bool,
 }
 
 impl<R> Default for NameIndex<R> {
@@ -111,6 +114,7 @@ impl<R> Default for NameIndex<R> {
             any_name: Bucket::default(),
             by_name: Map::default(),
             by_prefix: Map::default(),
+            unique_keys: false,
         }
     }
 }
@@ -141,6 +145,9 @@ impl<R> NameIndex<R> {
         let position = self.entries.len() as u32;
         let allow = entry.allow;
         self.entries.push(entry);
+        if let NameKey::Name(name) | NameKey::Prefix(name) = key {
+            self.unique_keys |= name.starts_with(':');
+        }
         let bucket = match key {
             NameKey::Any => &mut self.any_name,
             NameKey::Name(name) => self.by_name.entry(name.to_string()).or_default(),
@@ -217,12 +224,9 @@ impl<R> NameIndex<R> {
         self.entries.len()
     }
 
-    /// Whether some name or prefix rules are filed under starts with `first`.
-    pub fn has_key_starting_with(&self, first: char) -> bool {
-        self.by_name
-            .keys()
-            .chain(self.by_prefix.keys())
-            .any(|k| k.starts_with(first))
+    /// Whether some name or prefix rules are filed under is (or starts) a unique name.
+    pub fn has_unique_name_keys(&self) -> bool {
+        self.unique_keys
     }
 
     /// How many distinct names and prefixes rules are filed under.

@@ -321,7 +321,7 @@ impl PeerPolicy {
     /// none does, every connection that owns no well-known name gets the same send decision,
     /// so a broadcast decides once for all of them.
     pub fn send_tests_unique_names(&self) -> bool {
-        self.rules.send.has_key_starting_with(':')
+        self.rules.send.has_unique_name_keys()
     }
 
     /// Identifies this connection's rules: connections with the same credentials share them

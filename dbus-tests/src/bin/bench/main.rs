@@ -266,7 +266,6 @@ fn main() {
         pairs: 8,
         subscribers: 100,
         extra_rules: 1000,
-        signals: 2000,
         idle_connections: 2000,
         rules_per_idle_connection: 5,
     };

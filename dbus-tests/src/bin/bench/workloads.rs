@@ -29,7 +29,6 @@ pub struct Settings {
     pub pairs: usize,
     pub subscribers: usize,
     pub extra_rules: usize,
-    pub signals: usize,
     pub idle_connections: usize,
     pub rules_per_idle_connection: usize,
 }
@@ -240,14 +239,14 @@ pub struct FanOut {
     pub broker_load: Option<f64>,
 }
 
-/// One emitter broadcasts `signals` signals to `subscribers` connections with a matching rule;
-/// `extra_rules` rules that match nothing are spread over the subscribers.
+/// One emitter broadcasts signals for `duration` to `subscribers` connections with a matching
+/// rule, then a `Done` signal that says how many it sent; `extra_rules` rules that match nothing
+/// are spread over the subscribers. (A fixed count would be over in milliseconds on a fast
+/// broker and take seconds on a slow one; a fixed time measures each for as long.)
 pub fn fan_out(socket: &Path, broker_pid: u32, settings: &Settings) -> io::Result<FanOut> {
     let matching = driver_template(
         "AddMatch",
-        &(format!(
-            "type='signal',interface='{BENCH_INTERFACE}',member='Tick'"
-        ),),
+        &(format!("type='signal',interface='{BENCH_INTERFACE}'"),),
     );
     let mut subscribers = Vec::new();
     for _ in 0..settings.subscribers {
@@ -265,7 +264,6 @@ pub fn fan_out(socket: &Path, broker_pid: u32, settings: &Settings) -> io::Resul
         let subscriber = &mut subscribers[rule % settings.subscribers];
         subscriber.call(&driver_template("AddMatch", &(text,)))?;
     }
-    let signals = settings.signals as u64;
     let barrier = Arc::new(Barrier::new(settings.subscribers + 1));
     let threads: Vec<_> = subscribers
         .into_iter()
@@ -274,12 +272,14 @@ pub fn fan_out(socket: &Path, broker_pid: u32, settings: &Settings) -> io::Resul
             std::thread::spawn(move || -> (u64, Instant) {
                 barrier.wait();
                 let mut received = 0u64;
-                while received < signals {
+                loop {
                     match client.recv() {
                         Ok(header) if header.kind == SIGNAL => {
                             let member = header.member.clone().map(|m| &client.last_message()[m]);
-                            if member == Some(b"Tick".as_slice()) {
-                                received += 1;
+                            match member {
+                                Some(b"Tick") => received += 1,
+                                Some(b"Done") => break,
+                                _ => {}
                             }
                         }
                         Ok(_) => {}
@@ -297,16 +297,22 @@ pub fn fan_out(socket: &Path, broker_pid: u32, settings: &Settings) -> io::Resul
             .build(&(0u32,))
             .map_err(io::Error::other)?,
     );
+    let done = Template::new(
+        &Message::signal(BENCH_PATH, BENCH_INTERFACE, "Done")
+            .build(&())
+            .map_err(io::Error::other)?,
+    );
     let get_id = driver_template("GetId", &());
     barrier.wait();
     let start = Instant::now();
+    let deadline = start + settings.duration;
     let meter = CpuMeter::start(broker_pid);
-    let mut sent = 0;
-    while sent < signals {
-        for _ in 0..64.min(signals - sent) {
+    let mut sent = 0u64;
+    while Instant::now() < deadline {
+        for _ in 0..64 {
             emitter.queue(&tick, None);
-            sent += 1;
         }
+        sent += 64;
         emitter.flush()?;
         // A round trip to the driver now and then, so that the emitter cannot run far ahead of
         // the broker (the broker reads the emitter's calls in order).
@@ -314,6 +320,8 @@ pub fn fan_out(socket: &Path, broker_pid: u32, settings: &Settings) -> io::Resul
             emitter.call(&get_id)?;
         }
     }
+    emitter.queue(&done, None);
+    emitter.flush()?;
     let mut received = 0;
     let mut last = start;
     for thread in threads {
@@ -324,7 +332,7 @@ pub fn fan_out(socket: &Path, broker_pid: u32, settings: &Settings) -> io::Resul
         last = last.max(done);
     }
     let (cpu, wall) = meter.stop();
-    let expected = signals * settings.subscribers as u64;
+    let expected = sent * settings.subscribers as u64;
     Ok(FanOut {
         deliveries_per_second: received as f64 / (last - start).as_secs_f64(),
         lost: expected - received,
