@@ -402,18 +402,29 @@ fn run_broker(broker: Broker, settings: &Settings, workloads: &[String]) -> Colu
         step("connections", &mut column, r);
     }
     if selected("memory") {
-        let r = workloads::memory_per_connection(
-            &socket,
-            pid,
-            settings.idle_connections,
-            settings.rules_per_idle_connection,
-        )
-        .map(|bytes| {
-            if let Some(bytes) = bytes {
-                column.values.push(("idle_connection_kib", bytes / 1024.0));
+        // On a broker of its own: one that has just served the other workloads has memory
+        // freed in its heap to hand out again, and its connections would look free.
+        drop(running);
+        match broker.start() {
+            Ok(mut fresh) => {
+                let r = workloads::memory_per_connection(
+                    &fresh.socket,
+                    fresh.pid,
+                    settings.idle_connections,
+                    settings.rules_per_idle_connection,
+                )
+                .map(|bytes| {
+                    if let Some(bytes) = bytes {
+                        column.values.push(("idle_connection_kib", bytes / 1024.0));
+                    }
+                });
+                if let Err(e) = r {
+                    let alive = fresh.check_alive().err().unwrap_or_default();
+                    column.errors.push(format!("memory: {e} {alive}"));
+                }
             }
-        });
-        step("memory", &mut column, r);
+            Err(e) => column.errors.push(format!("memory: cannot start: {e}")),
+        }
     }
     column
 }
