@@ -47,6 +47,14 @@ fn facts<'m>(msg: &'m Message, route: &Route<'m>, requested_reply: bool) -> Mess
     }
 }
 
+/// A decision as the broadcast path keeps it: Err with the rule that refused.
+fn refusal_text(decision: Decision) -> Result<(), String> {
+    match decision {
+        Decision::Allow => Ok(()),
+        Decision::Deny(denial) => Err(rule_text(&denial)),
+    }
+}
+
 fn rule_text(denial: &Denial) -> String {
     match &denial.rule {
         Some(origin) => format!(
@@ -242,10 +250,7 @@ impl Bus {
         if let Some(policy) = self.peers.get(&from).and_then(|p| p.policy.as_ref()) {
             let decide = || {
                 self.with_names(to, policy.send_tests_names(), |names| {
-                    match policy.can_send(&facts, names, false) {
-                        Decision::Allow => Ok(()),
-                        Decision::Deny(denial) => Err(rule_text(&denial)),
-                    }
+                    refusal_text(policy.can_send(&facts, names, false))
                 })
             };
             // Rules that name no unique name cannot tell apart recipients without well-known
@@ -266,10 +271,7 @@ impl Bus {
             let decision = self.with_names(from, policy.receive_tests_names(), |names| {
                 policy.can_receive(&facts, names, false, eavesdropping)
             });
-            let verdict = match decision {
-                Decision::Allow => Ok(()),
-                Decision::Deny(denial) => Err(rule_text(&denial)),
-            };
+            let verdict = refusal_text(decision);
             memo.receive.push((id, verdict.clone()));
             return verdict;
         }

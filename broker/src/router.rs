@@ -237,9 +237,7 @@ impl Bus {
             }
         }
         // Eavesdroppers with an explicit rule get a copy too.
-        if self.matches.has_eavesdropping_rules() {
-            self.deliver_to_matches(from, msg, header, route, Some(to));
-        }
+        self.deliver_to_matches(from, msg, header, route, Some(to));
     }
 
     /// Everyone whose match rules take this message (apart from its addressed recipient).
@@ -302,6 +300,12 @@ impl Bus {
         route: &Route<'_>,
         addressed: Option<ConnId>,
     ) -> Vec<ConnId> {
+        // A message addressed to one connection reaches others only through eavesdropping
+        // rules: without any, there is nobody to look for (nor names to gather), which is the
+        // case for almost every unicast message and every Hello reply.
+        if addressed.is_some() && !self.matches.has_eavesdropping_rules() {
+            return Vec::new();
+        }
         // The peers' own copies of their unique names: no formatting per message.
         let unique_of = |id: ConnId| self.peers.get(&id).map(|p| p.unique.as_str());
         let sender = from.map_or(Some(DRIVER), unique_of);
@@ -358,11 +362,7 @@ impl Bus {
                 unique_name(to)
             );
         }
-        // Eavesdroppers get a copy; without eavesdropping rules there is nobody to look for
-        // (every Hello reply and NameAcquired comes this way).
-        if !self.matches.has_eavesdropping_rules() {
-            return;
-        }
+        // Eavesdroppers get a copy.
         let recipients = self.match_recipients(None, &msg, &route, Some(to));
         for id in recipients {
             if id != to && self.check_receive_from_driver(id, &msg, &route) {

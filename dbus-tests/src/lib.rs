@@ -29,4 +29,5 @@ pub use harness::service::{
     serve_test_object,
 };
 pub use harness::telaf::{TelafBus, api_dir};
+pub use harness::telaf_services as services;
 pub use harness::timeout::{STEP_TIMEOUT, TEST_TIMEOUT, next_signal, run, within};

@@ -9,8 +9,7 @@
 
 include!(concat!(env!("OUT_DIR"), "/telaf_apis.rs"));
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -20,35 +19,18 @@ use le_info::client::LeInfoProxy;
 use le_mcc::client::LeMccProxy;
 use le_pm::client::LePmProxy;
 use telaf_common::LeResult;
-use telbus_dbus_tests::{Background, STEP_TIMEOUT, TestBus, expect_error, next_signal, run};
-use zbus::message::Type;
+use telbus_dbus_tests::services::{
+    DATA, INFO, MCC, PIN2, PM, next_property_value, property_changes, release_program,
+};
+use telbus_dbus_tests::{Background, STEP_TIMEOUT, TestBus, expect_error, run};
+use zbus::Connection;
 use zbus::wire::{OwnedObjectPath, OwnedVariant};
-use zbus::{Connection, MatchRule, MessageStream};
-
-const INFO: &str = "io.telaf.infoService.le_info";
-const MCC: &str = "io.telaf.modemService.le_mcc";
-const DATA: &str = "io.telaf.dataConnectionService.le_data";
-const PM: &str = "io.telaf.powerMgr.le_pm";
-const PIN2: &str = "io.telaf.gpioService.le_gpioPin2";
-
-/// A program of the workspace's release build.
-fn program(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/release")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: cargo build --release -p telbus-services -p telbus-examples",
-        path.display()
-    );
-    path
-}
 
 /// A bus on which every shipped `.service` file (services/dbus-1/services) is installed, its
 /// Exec pointing into the release build instead of /usr/libexec/telbus.
 fn bus_with_services() -> TestBus {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../services/dbus-1/services");
-    let release = program("telbus-le-info")
+    let release = release_program("telbus-le-info")
         .parent()
         .unwrap()
         .canonicalize()
@@ -68,37 +50,9 @@ fn bus_with_services() -> TestBus {
     builder.start()
 }
 
-/// Signals `PropertiesChanged` of objects at `path`.
-async fn property_changes(conn: &Connection, path: &str) -> MessageStream {
-    let rule = MatchRule::builder()
-        .msg_type(Type::Signal)
-        .interface("org.freedesktop.DBus.Properties")
-        .member("PropertiesChanged")
-        .path(path)
-        .build()
-        .unwrap();
-    MessageStream::for_match_rule(rule, conn, None)
-        .await
-        .unwrap()
-}
-
-/// The next new value of property `name` of `interface`.
-async fn next_value(stream: &mut MessageStream, interface: &str, name: &str) -> OwnedVariant {
-    loop {
-        let signal = next_signal(stream, |_| true).await;
-        let (iface, changed, _): (String, HashMap<String, OwnedVariant>, Vec<String>) =
-            signal.body().deserialize().unwrap();
-        if iface == interface
-            && let Some(value) = changed.get(name)
-        {
-            return value.try_clone().unwrap();
-        }
-    }
-}
-
 /// Starts an example client (`telaf-call`, `telaf-hold`) against `bus`.
 fn example(bus: &TestBus, name: &str, args: &[&str]) -> Background {
-    let mut command = bus.command(program(name));
+    let mut command = bus.command(release_program(name));
     command
         .arg(format!("--address={}", bus.address()))
         .args(args);
@@ -252,7 +206,8 @@ fn le_gpio_pin_belongs_to_its_first_client_and_reports_filtered_changes() {
         drop(owner_pin);
         drop(owner);
         loop {
-            let value = next_value(&mut owner_changes, "io.telaf.sim.le_gpio", "Owner").await;
+            let value =
+                next_property_value(&mut owner_changes, "io.telaf.sim.le_gpio", "Owner").await;
             let owner = String::try_from(value).unwrap();
             if owner.is_empty() {
                 break;
@@ -494,7 +449,7 @@ fn le_data_connection_stays_up_while_a_request_is_held_and_drops_with_the_last_h
         // The first holder dies: one request left, still connected.
         first.stop();
         loop {
-            let value = next_value(&mut holders, "io.telaf.sim.le_data", "Holders").await;
+            let value = next_property_value(&mut holders, "io.telaf.sim.le_data", "Holders").await;
             if u32::try_from(value).unwrap() == 1 {
                 break;
             }
@@ -609,7 +564,7 @@ fn le_pm_wakeup_source_is_released_when_its_holder_is_killed() {
 
         holder.stop(); // SIGKILL
         loop {
-            let value = next_value(&mut changes, "io.telaf.sim.le_pm", "Awake").await;
+            let value = next_property_value(&mut changes, "io.telaf.sim.le_pm", "Awake").await;
             if !bool::try_from(value).unwrap() {
                 break;
             }
@@ -650,7 +605,7 @@ fn le_pm_wakeup_source_is_released_when_its_holder_is_killed() {
 fn a_service_stops_cleanly_on_sigterm_and_when_the_bus_goes_away() {
     let bus = TestBus::start();
     let start = || {
-        let mut command = bus.command(program("telbus-le-info"));
+        let mut command = bus.command(release_program("telbus-le-info"));
         command.arg(format!("--address={}", bus.address()));
         Background::spawn(command)
     };

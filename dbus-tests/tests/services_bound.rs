@@ -14,7 +14,6 @@
 
 include!(concat!(env!("OUT_DIR"), "/telaf_apis.rs"));
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -26,39 +25,17 @@ use le_info::client::LeInfoProxy;
 use le_mcc::client::LeMccProxy;
 use le_pm::client::LePmProxy;
 use telaf_common::LeResult;
+use telbus_dbus_tests::services::{
+    DATA, INFO, MCC, PIN1, PM, next_property_value, property_changes, release_program, workspace,
+};
 use telbus_dbus_tests::{
-    Background, STEP_TIMEOUT, TestBus, expect_error, next_signal, run, run_command, within,
+    Background, STEP_TIMEOUT, TestBus, expect_error, run, run_command, within,
 };
 use tempfile::TempDir;
-use zbus::message::Type;
-use zbus::wire::{OwnedObjectPath, OwnedVariant};
-use zbus::{Connection, MatchRule, MessageStream};
+use zbus::Connection;
+use zbus::wire::OwnedObjectPath;
 
-const INFO: &str = "io.telaf.infoService.le_info";
-const PIN1: &str = "io.telaf.gpioService.le_gpioPin1";
-const MCC: &str = "io.telaf.modemService.le_mcc";
-const DATA: &str = "io.telaf.dataConnectionService.le_data";
-const PM: &str = "io.telaf.powerMgr.le_pm";
 const ACCESS_DENIED: &str = "org.freedesktop.DBus.Error.AccessDenied";
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .unwrap()
-}
-
-/// A program of the workspace's release build.
-fn program(name: &str) -> PathBuf {
-    let path = workspace().join("target/release").join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: cargo build --release -p telbus-broker -p telbus-services \
-         -p telbus-examples -p telbus-tools",
-        path.display()
-    );
-    path
-}
 
 /// telbusd with the demo definition and every shipped `.service` file (Exec pointing into
 /// the release build).
@@ -103,7 +80,10 @@ impl BoundBus {
             .tempdir()
             .unwrap();
         let file = bindings_file(dir.path());
-        let release = program("telbus-le-info").parent().unwrap().to_path_buf();
+        let release = release_program("telbus-le-info")
+            .parent()
+            .unwrap()
+            .to_path_buf();
         let mut builder = TestBus::builder().arg(format!("--bindings={}", file.display()));
         let services = workspace().join("services/dbus-1/services");
         for entry in std::fs::read_dir(&services).expect("services/dbus-1/services") {
@@ -126,7 +106,7 @@ impl BoundBus {
 
     /// Starts an example client (`telaf-call`, `telaf-hold`: app `demo`).
     fn example(&self, name: &str, args: &[&str]) -> Background {
-        self.example_at(&program(name), args)
+        self.example_at(&release_program(name), args)
     }
 
     fn example_at(&self, exe: &Path, args: &[&str]) -> Background {
@@ -256,34 +236,6 @@ async fn unique_name_of_pid(conn: &Connection, pid: u32) -> String {
     panic!("no connection of pid {pid}");
 }
 
-/// Signals `PropertiesChanged` of objects at `path`.
-async fn property_changes(conn: &Connection, path: &str) -> MessageStream {
-    let rule = MatchRule::builder()
-        .msg_type(Type::Signal)
-        .interface("org.freedesktop.DBus.Properties")
-        .member("PropertiesChanged")
-        .path(path)
-        .build()
-        .unwrap();
-    MessageStream::for_match_rule(rule, conn, None)
-        .await
-        .unwrap()
-}
-
-/// The next new value of property `name` of `interface`.
-async fn next_value(stream: &mut MessageStream, interface: &str, name: &str) -> OwnedVariant {
-    loop {
-        let signal = next_signal(stream, |_| true).await;
-        let (iface, changed, _): (String, HashMap<String, OwnedVariant>, Vec<String>) =
-            signal.body().deserialize().unwrap();
-        if iface == interface
-            && let Some(value) = changed.get(name)
-        {
-            return value.try_clone().unwrap();
-        }
-    }
-}
-
 #[test]
 fn bound_clients_reach_every_service_started_on_first_use() {
     let t = BoundBus::start();
@@ -406,7 +358,7 @@ fn bound_clients_reach_every_service_started_on_first_use() {
             ("dataConnectionService", "telbus-le-data"),
             ("powerMgr", "telbus-le-pm"),
         ] {
-            let exe = program(exe).display().to_string();
+            let exe = release_program(exe).display().to_string();
             assert!(
                 connections
                     .iter()
@@ -463,7 +415,7 @@ fn an_unbound_client_is_refused_naming_the_missing_binding_and_starts_nothing() 
     let _ = std::fs::remove_file(&stranger);
     // A hard link, not a copy: a copy's write descriptor could leak into a process forked
     // meanwhile by a parallel test, making the exec fail with ETXTBSY.
-    std::fs::hard_link(program("telaf-call"), &stranger).unwrap();
+    std::fs::hard_link(release_program("telaf-call"), &stranger).unwrap();
     for round in 0..2 {
         let mut refused = t.example_at(&stranger, &["+4930123"]);
         let status = refused
@@ -660,7 +612,7 @@ fn le_data_connection_drops_through_client_gone_when_the_last_holder_is_killed()
 
         first.stop(); // SIGKILL
         loop {
-            let value = next_value(&mut holders, "io.telaf.sim.le_data", "Holders").await;
+            let value = next_property_value(&mut holders, "io.telaf.sim.le_data", "Holders").await;
             if u32::try_from(value).unwrap() == 1 {
                 break;
             }
@@ -717,7 +669,7 @@ fn le_pm_wakeup_source_is_released_through_client_gone_when_its_holder_is_killed
 
         holder.stop(); // SIGKILL
         loop {
-            let value = next_value(&mut changes, "io.telaf.sim.le_pm", "Awake").await;
+            let value = next_property_value(&mut changes, "io.telaf.sim.le_pm", "Awake").await;
             if !bool::try_from(value).unwrap() {
                 break;
             }
@@ -782,7 +734,7 @@ fn le_gpio_pin_is_freed_through_client_gone_when_its_owner_is_killed() {
 
         holder.stop(); // SIGKILL
         loop {
-            let value = next_value(&mut changes, "io.telaf.sim.le_gpio", "Owner").await;
+            let value = next_property_value(&mut changes, "io.telaf.sim.le_gpio", "Owner").await;
             if String::try_from(value).unwrap().is_empty() {
                 break;
             }

@@ -8,4 +8,5 @@ pub mod process;
 pub mod raw;
 pub mod service;
 pub mod telaf;
+pub mod telaf_services;
 pub mod timeout;
