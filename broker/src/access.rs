@@ -6,7 +6,6 @@
 
 use telbus_policy::{Decision, Denial, MessageFacts, MessageType, PeerIdentity, PeerPolicy};
 use tracing::info;
-use zbus::Message;
 use zbus::message::Type;
 
 use crate::ConnId;
@@ -32,8 +31,7 @@ fn type_name(t: Type) -> &'static str {
 }
 
 /// The facts about a message that policy rules test.
-fn facts<'m>(msg: &'m Message, route: &Route<'m>, requested_reply: bool) -> MessageFacts<'m> {
-    let _ = msg;
+fn facts<'m>(route: &Route<'m>, requested_reply: bool) -> MessageFacts<'m> {
     MessageFacts {
         msg_type: message_type(route.msg_type),
         interface: route.interface,
@@ -169,12 +167,16 @@ impl Bus {
         &self,
         from: ConnId,
         to: Option<ConnId>,
-        msg: &Message,
         route: &Route<'_>,
         is_reply: bool,
     ) -> Result<Option<String>, String> {
-        let facts = facts(msg, route, is_reply);
-        let sender_policy = self.peers.get(&from).and_then(|p| p.policy.as_ref());
+        let facts = facts(route, is_reply);
+        // A permissive policy (the session bus's) allows everything: nothing to decide.
+        let sender_policy = self
+            .peers
+            .get(&from)
+            .and_then(|p| p.policy.as_ref())
+            .filter(|p| !p.allows_every_send());
         let mut polkit_action = None;
         if let Some(policy) = sender_policy {
             let verdict = match to {
@@ -191,7 +193,9 @@ impl Bus {
         let Some(to) = to else {
             return Ok(polkit_action);
         };
-        if let Some(policy) = self.peers.get(&to).and_then(|p| p.policy.as_ref()) {
+        if let Some(policy) = self.peers.get(&to).and_then(|p| p.policy.as_ref())
+            && !policy.allows_every_receive()
+        {
             let decision = self.with_names(from, policy.receive_tests_names(), |names| {
                 policy.can_receive(&facts, names, false, false)
             });
@@ -209,10 +213,9 @@ impl Bus {
         &self,
         from: ConnId,
         name: &str,
-        msg: &Message,
         route: &Route<'_>,
     ) -> Result<(), String> {
-        let facts = facts(msg, route, false);
+        let facts = facts(route, false);
         if let Some(policy) = self.peers.get(&from).and_then(|p| p.policy.as_ref())
             && let Decision::Deny(denial) = policy.can_send(&facts, &[name], false)
         {
@@ -223,9 +226,14 @@ impl Bus {
 
     /// Ok if the bus may pass a message from itself to `to`: the receive rules of `to` apply
     /// (a reply to a call it made is a requested reply).
-    pub fn check_receive_from_driver(&self, to: ConnId, msg: &Message, route: &Route<'_>) -> bool {
-        let facts = facts(msg, route, route.msg_type != Type::Signal);
-        match self.peers.get(&to).and_then(|p| p.policy.as_ref()) {
+    pub fn check_receive_from_driver(&self, to: ConnId, route: &Route<'_>) -> bool {
+        let facts = facts(route, route.msg_type != Type::Signal);
+        match self
+            .peers
+            .get(&to)
+            .and_then(|p| p.policy.as_ref())
+            .filter(|p| !p.allows_every_receive())
+        {
             Some(policy) => matches!(
                 policy.can_receive(&facts, &[DRIVER], true, false),
                 Decision::Allow
@@ -241,13 +249,14 @@ impl Bus {
         &self,
         from: ConnId,
         to: ConnId,
-        msg: &Message,
         route: &Route<'_>,
         eavesdropping: bool,
         memo: &mut BroadcastVerdicts,
     ) -> Result<(), String> {
-        let facts = facts(msg, route, false);
-        if let Some(policy) = self.peers.get(&from).and_then(|p| p.policy.as_ref()) {
+        let facts = facts(route, false);
+        if let Some(policy) = self.peers.get(&from).and_then(|p| p.policy.as_ref())
+            && !policy.allows_every_send()
+        {
             let decide = || {
                 self.with_names(to, policy.send_tests_names(), |names| {
                     refusal_text(policy.can_send(&facts, names, false))
@@ -263,7 +272,9 @@ impl Bus {
                 decide()?;
             }
         }
-        if let Some(policy) = self.peers.get(&to).and_then(|p| p.policy.as_ref()) {
+        if let Some(policy) = self.peers.get(&to).and_then(|p| p.policy.as_ref())
+            && !(policy.allows_every_receive() && !eavesdropping)
+        {
             let id = policy.rules_id();
             if let Some((_, verdict)) = memo.receive.iter().find(|(rules, _)| *rules == id) {
                 return verdict.clone();
@@ -276,6 +287,116 @@ impl Bus {
             return verdict;
         }
         Ok(())
+    }
+}
+
+/// The last message a connection sent to another connection that policy allowed outright
+/// (no polkit), with everything the decision looked at: the receiver, the header fields rules
+/// test, and the names of both (through the name registry's generation). A message that is the
+/// same in all of these gets the same decision, so it is not asked again: a client calling
+/// one method of one service over and over, and the service's replies, cost one decision.
+/// Refusals are never remembered (each is logged and reported).
+#[derive(Default)]
+pub struct AllowedSend {
+    to: Option<ConnId>,
+    names_generation: u64,
+    msg_type: Option<Type>,
+    requested_reply: bool,
+    has_reply_serial: bool,
+    unix_fds: u32,
+    path: Remembered,
+    interface: Remembered,
+    member: Remembered,
+    error_name: Remembered,
+}
+
+/// A header field as remembered: its text kept in a buffer reused from message to message.
+#[derive(Default)]
+struct Remembered {
+    present: bool,
+    text: String,
+}
+
+impl Remembered {
+    fn is(&self, value: Option<&str>) -> bool {
+        match value {
+            Some(v) => self.present && self.text == v,
+            None => !self.present,
+        }
+    }
+
+    fn set(&mut self, value: Option<&str>) {
+        self.present = value.is_some();
+        self.text.clear();
+        self.text.push_str(value.unwrap_or_default());
+    }
+}
+
+impl AllowedSend {
+    fn covers(&self, to: ConnId, generation: u64, route: &Route<'_>, requested: bool) -> bool {
+        self.to == Some(to)
+            && self.names_generation == generation
+            && self.msg_type == Some(route.msg_type)
+            && self.requested_reply == requested
+            && self.has_reply_serial == route.reply_serial.is_some()
+            && self.unix_fds == route.unix_fds
+            && self.member.is(route.member)
+            && self.interface.is(route.interface)
+            && self.path.is(route.path)
+            && self.error_name.is(route.error_name)
+    }
+
+    fn remember(&mut self, to: ConnId, generation: u64, route: &Route<'_>, requested: bool) {
+        self.to = Some(to);
+        self.names_generation = generation;
+        self.msg_type = Some(route.msg_type);
+        self.requested_reply = requested;
+        self.has_reply_serial = route.reply_serial.is_some();
+        self.unix_fds = route.unix_fds;
+        self.path.set(route.path);
+        self.interface.set(route.interface);
+        self.member.set(route.member);
+        self.error_name.set(route.error_name);
+    }
+}
+
+impl Bus {
+    /// [`check_send`](Bus::check_send) for a message to a connection, remembering an outright
+    /// Allow for the next message from `from` (see [`AllowedSend`]).
+    pub fn check_send_to(
+        &mut self,
+        from: ConnId,
+        to: ConnId,
+        route: &Route<'_>,
+        requested_reply: bool,
+    ) -> Result<Option<String>, String> {
+        let generation = self.names.generation();
+        let Some(sender) = self.peers.get(&from) else {
+            return Ok(None);
+        };
+        if sender
+            .last_allowed
+            .covers(to, generation, route, requested_reply)
+        {
+            return Ok(None);
+        }
+        // Permissive rules decide nothing: no need to remember.
+        let worth_remembering = sender.policy.as_ref().is_some_and(|p| !p.allows_every_send())
+            || self
+                .peers
+                .get(&to)
+                .and_then(|p| p.policy.as_ref())
+                .is_some_and(|p| !p.allows_every_receive());
+        let verdict = self.check_send(from, Some(to), route, requested_reply);
+        if worth_remembering
+            && matches!(verdict, Ok(None))
+            && let Some(sender) = self.peers.get_mut(&from)
+        {
+            sender
+                .last_allowed
+                .remember(to, generation, route, requested_reply);
+        }
+        verdict
     }
 }
 

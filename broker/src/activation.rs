@@ -19,7 +19,7 @@ use zbus::Message;
 use crate::ConnId;
 use crate::bus::{Bus, DRIVER, unique_name};
 use crate::driver::{DriverError, LIMITS_EXCEEDED, SERVICE_UNKNOWN};
-use crate::wire::Route;
+use crate::wire::BusMessage;
 pub use telbus_broker::service_file::{ServiceEntry, parse_service_file};
 
 /// StartServiceByName replies.
@@ -76,9 +76,9 @@ pub fn scan(dirs: &[PathBuf], system_bus: bool) -> HashMap<String, ServiceEntry>
 struct Pending {
     entry: ServiceEntry,
     /// Messages sent to the name, with their senders.
-    messages: Vec<(ConnId, Message)>,
+    messages: Vec<(ConnId, BusMessage)>,
     /// StartServiceByName calls to answer.
-    start_calls: Vec<(ConnId, Message)>,
+    start_calls: Vec<(ConnId, BusMessage)>,
     deadline: Instant,
     pid: Option<u32>,
 }
@@ -202,24 +202,22 @@ impl Bus {
     }
 
     /// A message for an activatable name nobody owns: start the service, deliver later.
-    pub fn activate_for(&mut self, from: ConnId, msg: Message, name: &str) {
-        let header = msg.header();
-        let route = Route::of(&header);
+    pub fn activate_for(&mut self, from: ConnId, msg: BusMessage, name: &str) {
+        let route = msg.route();
         if let Err(denied) = self
-            .check_send_to_activatable(from, name, &msg, &route)
+            .check_send_to_activatable(from, name, &route)
             .and_then(|()| self.telaf_check_activation(from, name, &route))
         {
             self.capture(&msg, from, None);
-            self.send_error(from, &header, crate::driver::ACCESS_DENIED, &denied);
+            self.send_error(from, &msg, crate::driver::ACCESS_DENIED, &denied);
             return;
         }
-        drop(header);
         let started = self.start(name);
         // Monitors see the message after what the bus did about it (the ActivationRequest to
         // systemd), as in dbus-daemon.
         self.capture(&msg, from, None);
         if let Err(e) = started {
-            self.send_error(from, &msg.header(), e.name, &e.text);
+            self.send_error(from, &msg, e.name, &e.text);
             return;
         }
         if let Some(p) = self.activation.pending.get_mut(name) {
@@ -231,7 +229,7 @@ impl Bus {
     pub fn start_service_by_name(
         &mut self,
         from: ConnId,
-        call: &Message,
+        call: &BusMessage,
         name: &str,
     ) -> Result<Option<u32>, DriverError> {
         if self.resolve(name).is_some() {
@@ -404,7 +402,7 @@ impl Bus {
                     "activation of {} waits for {SYSTEMD} to join the bus",
                     entry.name
                 );
-                self.capture(&request, 0, None);
+                self.capture(&BusMessage::from_zbus(request.clone()), 0, None);
                 self.activation.for_systemd.push(request);
             }
         }
@@ -417,12 +415,12 @@ impl Bus {
         };
         for request in std::mem::take(&mut self.activation.for_systemd) {
             // Monitors saw it when it was made.
-            self.deliver_from_driver_uncaptured(systemd, request);
+            self.deliver_from_driver_uncaptured(systemd, BusMessage::from_zbus(request));
         }
     }
 
     /// systemd says a unit failed to start (ActivationFailure from org.freedesktop.systemd1).
-    pub fn systemd_activation_failed(&mut self, from: ConnId, msg: &Message) {
+    pub fn systemd_activation_failed(&mut self, from: ConnId, msg: &BusMessage) {
         if self.resolve_conn(SYSTEMD) != Some(from) {
             warn!(
                 "ignoring a forged ActivationFailure from {}",
@@ -430,7 +428,10 @@ impl Bus {
             );
             return;
         }
-        let Ok((unit, error_name, text)) = msg.body().deserialize::<(String, String, String)>()
+        let Ok((unit, error_name, text)) = msg
+            .zbus()
+            .body()
+            .deserialize::<(String, String, String)>()
         else {
             return;
         };
@@ -502,7 +503,7 @@ impl Bus {
         };
         info!("activated service '{name}' failed: {text}");
         for (from, msg) in p.messages.iter().chain(p.start_calls.iter()) {
-            self.send_error(*from, &msg.header(), error, text);
+            self.send_error(*from, msg, error, text);
         }
     }
 
@@ -562,7 +563,7 @@ impl Bus {
         match systemd {
             Some(systemd) => self.deliver_from_driver(systemd, call),
             None => {
-                self.capture(&call, 0, None);
+                self.capture(&BusMessage::from_zbus(call.clone()), 0, None);
                 self.activation.for_systemd.push(call);
             }
         }
@@ -581,7 +582,7 @@ impl Bus {
         };
         info!("successfully activated service '{name}'");
         for (from, call) in p.start_calls {
-            match Message::method_return(&call.header())
+            match Message::method_return(&call.zbus().header())
                 .sender(DRIVER)
                 .build(&(START_SUCCESS,))
             {
@@ -591,9 +592,7 @@ impl Bus {
         }
         for (from, msg) in p.messages {
             if self.peers.contains_key(&from) {
-                let header = msg.header();
-                let route = Route::of(&header);
-                self.deliver_unicast(from, owner, &msg, &header, &route);
+                self.deliver_unicast(from, owner, &msg, &msg.route());
             }
         }
     }

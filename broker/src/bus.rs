@@ -17,13 +17,12 @@ use telbus_broker::match_rule::MatchIndex;
 use telbus_broker::transport::{Listener, PeerCredentials};
 use telbus_busconfig::BusConfig;
 use tracing::{debug, info, warn};
-use zbus::Message;
 
 use crate::ConnId;
 use crate::names::NameRegistry;
 use crate::peer::{InBuffer, OutQueue, ReadOutcome};
 use crate::replies::ReplyTracker;
-use crate::wire::{self, WireError};
+use crate::wire::{self, BusMessage, WireError};
 
 /// Messages read from one peer before the others get their turn.
 const READ_BUDGET: usize = 128;
@@ -82,6 +81,8 @@ pub struct Peer {
     pub in_flight: crate::quota::Usage,
     /// Not read from until `in_flight` drains below the incoming limits.
     pub throttled: bool,
+    /// The last message policy let it send to one connection (see `access`).
+    pub last_allowed: crate::access::AllowedSend,
 }
 
 impl Peer {
@@ -464,6 +465,7 @@ impl Bus {
                 policy: None,
                 in_flight: Default::default(),
                 throttled: false,
+                last_allowed: Default::default(),
             };
             debug!("connection {id} accepted ({})", peer.loginfo());
             incomplete += 1;
@@ -747,7 +749,7 @@ impl Bus {
 
     /// Queue a message for a peer. Fails (and drops the message) if the peer's queue is full,
     /// or if its sender used its share of the receiving user's quota.
-    pub fn enqueue(&mut self, to: ConnId, msg: Message) -> Result<(), QueueFull> {
+    pub fn enqueue(&mut self, to: ConnId, msg: &BusMessage) -> Result<(), QueueFull> {
         let limits = &self.config.limits;
         let Some(peer) = self.peers.get_mut(&to) else {
             return Ok(());
@@ -885,6 +887,7 @@ impl Bus {
                 // Connections keep their identity; their rules are selected again from the new
                 // policy, so a change applies to the next message.
                 for peer in self.peers.values_mut() {
+                    peer.last_allowed = Default::default();
                     if let (Some(_), Some(uid)) = (&peer.policy, peer.creds.uid) {
                         peer.policy = Some(policy.for_peer(&telbus_policy::PeerIdentity {
                             uid,

@@ -18,7 +18,7 @@ use crate::ConnId;
 use crate::bus::{Bus, DRIVER, Phase, conn_of_unique, unique_name};
 use crate::names::{self, OwnerChange};
 use crate::replies::CallKey;
-use crate::wire::Route;
+use crate::wire::{BusMessage, Route};
 
 pub const PATH: &str = "/org/freedesktop/DBus";
 const IFACE: &str = "org.freedesktop.DBus";
@@ -116,13 +116,7 @@ fn reply_to(call: &Header<'_>) -> zbus::message::Builder<'static> {
 
 impl Bus {
     /// A method call (or other message) addressed to the bus itself.
-    pub fn driver_call(
-        &mut self,
-        from: ConnId,
-        msg: &Message,
-        header: &Header<'_>,
-        route: &Route<'_>,
-    ) {
+    pub fn driver_call(&mut self, from: ConnId, msg: &BusMessage, route: &Route<'_>) {
         if route.msg_type == zbus::message::Type::Signal
             && route.interface == Some("org.freedesktop.systemd1.Activator")
             && route.member == Some("ActivationFailure")
@@ -143,7 +137,7 @@ impl Bus {
             );
             self.send_error(
                 from,
-                header,
+                msg,
                 ACCESS_DENIED,
                 "Client tried to send a message other than Hello without being registered",
             );
@@ -153,7 +147,7 @@ impl Bus {
             self.telaf_call(from, msg, route);
             return;
         }
-        let result = self.driver_method(from, msg, header, route);
+        let result = self.driver_method(from, msg, &msg.zbus().header(), route);
         match result {
             Ok(reply) => {
                 if let Some(reply) = reply.filter(|_| !route.no_reply_expected) {
@@ -163,14 +157,14 @@ impl Bus {
                     self.after_hello(from);
                 }
             }
-            Err(e) => self.send_error(from, header, e.name, &e.text),
+            Err(e) => self.send_error(from, msg, e.name, &e.text),
         }
     }
 
     fn driver_method(
         &mut self,
         from: ConnId,
-        msg: &Message,
+        msg: &BusMessage,
         header: &Header<'_>,
         route: &Route<'_>,
     ) -> Reply {
@@ -220,7 +214,7 @@ impl Bus {
                 format!("Call to {member} has wrong args ({actual}, expected {sig})\n"),
             ));
         }
-        let body = msg.body();
+        let body = msg.zbus().body();
         let bad_body = |e: zbus::Error| err(INVALID_ARGS, e.to_string());
         let reply = reply_to(header);
         let built = match (iface, member) {
@@ -777,8 +771,8 @@ impl Bus {
     /// As in dbus-daemon, whatever the refused message was (a signal or a call that expects no
     /// reply too): clients ignore errors they did not ask for, and monitors see why it went
     /// nowhere.
-    pub fn send_error(&mut self, to: ConnId, call: &Header<'_>, name: &str, text: &str) {
-        match Message::error(call, name).sender(DRIVER).build(&(text,)) {
+    pub fn send_error(&mut self, to: ConnId, call: &BusMessage, name: &str, text: &str) {
+        match Message::error(&call.zbus().header(), name).sender(DRIVER).build(&(text,)) {
             Ok(msg) => self.deliver_from_driver(to, msg),
             Err(e) => warn!("cannot build error {name}: {e}"),
         }
@@ -786,12 +780,12 @@ impl Bus {
 
     /// The error a refused delivery would have caused, shown to monitors only: the sender of a
     /// broadcast is not told that one of its recipients may not receive it (as in dbus-daemon).
-    pub fn capture_error(&mut self, sender: ConnId, call: &Header<'_>, name: &str, text: &str) {
+    pub fn capture_error(&mut self, sender: ConnId, call: &BusMessage, name: &str, text: &str) {
         if self.monitors.is_empty() {
             return;
         }
-        match Message::error(call, name).sender(DRIVER).build(&(text,)) {
-            Ok(msg) => self.capture(&msg, 0, Some(sender)),
+        match Message::error(&call.zbus().header(), name).sender(DRIVER).build(&(text,)) {
+            Ok(msg) => self.capture(&BusMessage::from_zbus(msg), 0, Some(sender)),
             Err(e) => warn!("cannot build error {name}: {e}"),
         }
     }

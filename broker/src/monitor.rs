@@ -8,7 +8,7 @@ use zbus::Message;
 use crate::ConnId;
 use crate::bus::{Bus, DRIVER, Phase, unique_name};
 use crate::driver::DriverError;
-use crate::wire::Route;
+use crate::wire::BusMessage;
 
 /// The rules of every monitor, indexed like ordinary match rules.
 #[derive(Default)]
@@ -94,12 +94,11 @@ impl Bus {
 
     /// Give monitors a copy of a message the bus is passing on. `from` is the sending
     /// connection (0 for the bus itself); `to` the connection it is addressed to, if any.
-    pub fn capture(&mut self, msg: &Message, from: ConnId, to: Option<ConnId>) {
+    pub fn capture(&mut self, msg: &BusMessage, from: ConnId, to: Option<ConnId>) {
         if self.monitors.is_empty() {
             return;
         }
-        let header = msg.header();
-        let route = Route::of(&header);
+        let route = msg.route();
         let sender = if from == 0 {
             DRIVER.to_string()
         } else {
@@ -124,7 +123,7 @@ impl Bus {
             path: route.path,
             interface: route.interface,
             member: route.member,
-            message: msg,
+            message: msg.data().bytes(),
         };
         let mut watchers = Vec::new();
         // Monitors see everything their rules match, whoever it is for.
@@ -135,7 +134,7 @@ impl Bus {
             if id == from || Some(id) == to {
                 continue;
             }
-            if self.enqueue(id, msg.clone()).is_err() {
+            if self.enqueue(id, msg).is_err() {
                 warn!(
                     "monitor {} does not keep up; a message was not copied to it",
                     unique_name(id)

@@ -49,9 +49,16 @@ pub struct NameRegistry {
     names: BTreeMap<String, NameEntry>,
     /// Names each connection owns or waits for, for disconnects and for policy checks.
     by_conn: telbus_broker::IdMap<ConnId, Vec<String>>,
+    /// Changes with every request, release and departure: policy decisions remembered for a
+    /// pair of connections (which may depend on their names) hold while it stays the same.
+    generation: u64,
 }
 
 impl NameRegistry {
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     pub fn owner(&self, name: &str) -> Option<ConnId> {
         self.names
             .get(name)
@@ -103,6 +110,7 @@ impl NameRegistry {
 
     /// RequestName, once the name and the caller's right to own it were checked.
     pub fn request(&mut self, name: &str, conn: ConnId, flags: u32) -> (u32, Option<OwnerChange>) {
+        self.generation += 1;
         let was_queued = self.is_queued(name, conn);
         let entry = self.names.entry(name.to_string()).or_default();
         let claim = Claim { conn, flags };
@@ -175,6 +183,7 @@ impl NameRegistry {
 
     /// ReleaseName, once the name was checked.
     pub fn release(&mut self, name: &str, conn: ConnId) -> (u32, Option<OwnerChange>) {
+        self.generation += 1;
         let Some(entry) = self.names.get_mut(name) else {
             return (NON_EXISTENT, None);
         };
@@ -196,6 +205,7 @@ impl NameRegistry {
 
     /// Drop every claim of a connection that went away.
     pub fn remove_connection(&mut self, conn: ConnId) -> Vec<OwnerChange> {
+        self.generation += 1;
         let names = self.by_conn.get(&conn).cloned().unwrap_or_default();
         names
             .iter()

@@ -28,7 +28,7 @@ use zbus_polkit::policykit1::{AuthorityProxy, CheckAuthorizationFlags, Subject};
 use crate::ConnId;
 use crate::bus::{Bus, unique_name};
 use crate::driver::{ACCESS_DENIED, SERVICE_UNKNOWN};
-use crate::wire::Route;
+use crate::wire::BusMessage;
 
 /// The epoll token of the pipe the worker writes to when it has answers.
 pub const TOKEN_POLKIT: u64 = crate::activation::TOKEN_SERVICE_DIRS - 1;
@@ -63,7 +63,7 @@ struct Answer {
 /// A call waiting for polkit, and the connection it was going to.
 struct Held {
     to: ConnId,
-    msg: Message,
+    msg: BusMessage,
 }
 
 /// The worker thread's ends of the channels.
@@ -99,7 +99,13 @@ impl Polkit {
 impl Bus {
     /// Whether a call that policy allows only with polkit `action` may go on now. If not, it
     /// was either refused (the sender got AccessDenied) or held until polkit answers.
-    pub fn polkit_allows(&mut self, from: ConnId, to: ConnId, msg: &Message, action: &str) -> bool {
+    pub fn polkit_allows(
+        &mut self,
+        from: ConnId,
+        to: ConnId,
+        msg: &BusMessage,
+        action: &str,
+    ) -> bool {
         // The bus's own connection to polkit is never held behind polkit.
         let own_pid = std::process::id();
         if self
@@ -128,7 +134,7 @@ impl Bus {
             to,
             msg: msg.clone(),
         });
-        if first && let Err(why) = self.ask_polkit(from, action, msg) {
+        if first && let Err(why) = self.ask_polkit(from, action, msg.zbus()) {
             // Not even asked: answer the held calls at once.
             self.polkit_answered(Answer {
                 conn: from,
@@ -220,24 +226,28 @@ impl Bus {
                 self.refuse_for_polkit(answer.conn, &msg, &action, &answer.outcome);
                 continue;
             }
-            let header = msg.header();
-            let route = Route::of(&header);
+            let route = msg.route();
             if self.peers.contains_key(&to) {
                 // The answer is known now, so this goes through (or meets another check).
-                self.deliver_unicast(answer.conn, to, &msg, &header, &route);
+                self.deliver_unicast(answer.conn, to, &msg, &route);
             } else {
                 let text = format!(
                     "The destination {} disconnected while polkit was asked about {action}",
                     route.destination.unwrap_or("(unset)")
                 );
-                self.send_error(answer.conn, &header, SERVICE_UNKNOWN, &text);
+                self.send_error(answer.conn, &msg, SERVICE_UNKNOWN, &text);
             }
         }
     }
 
-    fn refuse_for_polkit(&mut self, from: ConnId, msg: &Message, action: &str, outcome: &Outcome) {
-        let header = msg.header();
-        let route = Route::of(&header);
+    fn refuse_for_polkit(
+        &mut self,
+        from: ConnId,
+        msg: &BusMessage,
+        action: &str,
+        outcome: &Outcome,
+    ) {
+        let route = msg.route();
         let why = match outcome {
             Outcome::Authorized => return,
             Outcome::NotAuthorized { challenge: false } => {
@@ -257,7 +267,7 @@ impl Bus {
             unique_name(from),
         );
         info!("{text}");
-        self.send_error(from, &header, ACCESS_DENIED, &text);
+        self.send_error(from, msg, ACCESS_DENIED, &text);
     }
 }
 

@@ -136,8 +136,9 @@ impl UserQuotas {
         budget: Budget,
     ) -> Result<(), Exceeded> {
         let account = self.accounts.entry(receiver).or_default();
-        if actor != BUS_ACTOR {
-            let held = account.by_actor.get(&actor).copied().unwrap_or_default();
+        let held = account.by_actor.entry(actor).or_default();
+        let user_actor = actor != BUS_ACTOR;
+        if user_actor {
             let actors = account.user_actors + usize::from(held.is_empty());
             if !fair(
                 budget.bytes,
@@ -151,53 +152,46 @@ impl UserQuotas {
             if fds > 0 && !fair(budget.fds, account.received.fds, held.fds, fds, actors) {
                 return Err(Exceeded::Fds);
             }
-        }
-        account.received.add(bytes, fds);
-        let held = account.by_actor.entry(actor).or_insert_with(|| {
-            if actor != BUS_ACTOR {
+            if held.is_empty() {
                 account.user_actors += 1;
             }
-            Usage::default()
-        });
+        }
         held.add(bytes, fds);
+        account.received.add(bytes, fds);
         self.accounts.entry(actor).or_default().sent.add(bytes, fds);
         Ok(())
     }
 
     /// Messages `actor` had charged to `receiver` were written or dropped.
+    ///
+    /// Accounts that drop to nothing are kept (they are few: one per user, and per user that
+    /// sent to it): a queue that fills and drains on every turn would otherwise remove and
+    /// insert them each time.
     pub fn release(&mut self, receiver: u32, actor: u32, usage: &Usage) {
         if let Some(account) = self.accounts.get_mut(&receiver) {
             account.received.sub_usage(usage);
             if let Some(held) = account.by_actor.get_mut(&actor) {
+                let was_empty = held.is_empty();
                 held.sub_usage(usage);
-                if held.is_empty() {
-                    account.by_actor.remove(&actor);
-                    if actor != BUS_ACTOR {
-                        account.user_actors -= 1;
-                    }
+                if held.is_empty() && !was_empty && actor != BUS_ACTOR {
+                    account.user_actors -= 1;
                 }
-            }
-            if account.is_empty() {
-                self.accounts.remove(&receiver);
             }
         }
         if let Some(account) = self.accounts.get_mut(&actor) {
             account.sent.sub_usage(usage);
-            if account.is_empty() {
-                self.accounts.remove(&actor);
-            }
         }
     }
 
     /// The users that have something waiting, to or from them.
     pub fn figures(&self) -> impl Iterator<Item = (u32, UserFigures)> + '_ {
-        self.accounts.iter().map(|(uid, a)| {
+        self.accounts.iter().filter(|(_, a)| !a.is_empty()).map(|(uid, a)| {
             (
                 *uid,
                 UserFigures {
                     queued: a.received,
                     sent: a.sent,
-                    actors: a.by_actor.len(),
+                    actors: a.by_actor.values().filter(|u| !u.is_empty()).count(),
                 },
             )
         })

@@ -3,20 +3,18 @@
 
 use telbus_broker::match_rule::MatchMessage;
 use tracing::{debug, warn};
-use zbus::Message;
-use zbus::message::{Header, Type};
+use zbus::message::Type;
 
 use crate::ConnId;
 use crate::bus::{Bus, DRIVER, Phase, unique_name};
 use crate::driver::{LIMITS_EXCEEDED, NAME_HAS_NO_OWNER, SERVICE_UNKNOWN};
 use crate::replies::CallKey;
-use crate::wire::Route;
+use crate::wire::{BusMessage, Route};
 
 impl Bus {
     /// Route one message from a client.
-    pub fn dispatch(&mut self, from: ConnId, msg: Message) {
-        let header = msg.header();
-        let route = Route::of(&header);
+    pub fn dispatch(&mut self, from: ConnId, msg: BusMessage) {
+        let route = msg.route();
         let Some(peer) = self.peers.get(&from) else {
             return;
         };
@@ -43,7 +41,7 @@ impl Bus {
             Some(DRIVER) if is_activation_failure(&route) => {
                 // dbus-daemon fails the activation's callers at once and shows monitors the
                 // signal afterwards (the test-monitor activation case checks that order).
-                self.driver_call(from, &msg, &header, &route);
+                self.driver_call(from, &msg, &route);
                 self.capture(&msg, from, None);
             }
             Some(DRIVER) => {
@@ -55,17 +53,17 @@ impl Bus {
                         .peers
                         .get(&from)
                         .is_some_and(|p| matches!(p.phase, Phase::Unregistered));
-                if !is_hello && let Err(denied) = self.check_send(from, None, &msg, &route, false) {
-                    self.send_error(from, &header, crate::driver::ACCESS_DENIED, &denied);
+                if !is_hello && let Err(denied) = self.check_send(from, None, &route, false) {
+                    self.send_error(from, &msg, crate::driver::ACCESS_DENIED, &denied);
                     return;
                 }
-                self.driver_call(from, &msg, &header, &route)
+                self.driver_call(from, &msg, &route)
             }
-            Some(dest) => self.unicast(from, &msg, &header, &route, dest),
+            Some(dest) => self.unicast(from, &msg, &route, dest),
             None => {
                 self.capture(&msg, from, None);
                 if route.msg_type == Type::Signal {
-                    self.deliver_to_matches(from, &msg, &header, &route, None);
+                    self.deliver_to_matches(from, &msg, &route, None);
                 } else {
                     // A call without a destination is for the peer at the other end of a
                     // peer-to-peer connection; on a bus nobody takes it (as in dbus-daemon).
@@ -80,8 +78,7 @@ impl Bus {
     fn unicast(
         &mut self,
         from: ConnId,
-        msg: &Message,
-        header: &Header<'_>,
+        msg: &BusMessage,
         route: &Route<'_>,
         dest: &str,
     ) {
@@ -102,24 +99,22 @@ impl Bus {
                     format!("The name {dest} was not provided by any .service files"),
                 )
             };
-            self.send_error(from, header, name, &text);
+            self.send_error(from, msg, name, &text);
             return;
         };
         // A monitor rule with destination= a unique name also matches a message sent to one
         // of that connection's well-known names.
         self.capture(msg, from, Some(target));
-        self.deliver_unicast(from, target, msg, header, route);
+        self.deliver_unicast(from, target, msg, route);
     }
 
     /// Send a message to the connection it is addressed to, with the checks that apply.
-    /// `header` and `route` are `msg`'s, parsed once by the caller (each `Message::header`
-    /// parses the fields again).
+    /// `route` is `msg`'s, read once by the caller.
     pub fn deliver_unicast(
         &mut self,
         from: ConnId,
         to: ConnId,
-        msg: &Message,
-        header: &Header<'_>,
+        msg: &BusMessage,
         route: &Route<'_>,
     ) {
         let is_reply = matches!(route.msg_type, Type::MethodReturn | Type::Error);
@@ -131,8 +126,8 @@ impl Bus {
             if !self.replies.take(key, from) {
                 // As in dbus-daemon, policy sees it as an unrequested reply, and a refusal is
                 // reported to its sender (the system bus refuses them).
-                if let Err(denied) = self.check_send(from, Some(to), msg, route, false) {
-                    self.send_error(from, header, crate::driver::ACCESS_DENIED, &denied);
+                if let Err(denied) = self.check_send(from, Some(to), route, false) {
+                    self.send_error(from, msg, crate::driver::ACCESS_DENIED, &denied);
                     return;
                 }
                 debug!(
@@ -151,7 +146,7 @@ impl Bus {
             if self.replies.waiting(from) as u64 >= limit {
                 self.send_error(
                     from,
-                    header,
+                    msg,
                     LIMITS_EXCEEDED,
                     "The maximum number of pending replies per connection has been reached",
                 );
@@ -170,7 +165,7 @@ impl Bus {
                     "{text} (max_replies_per_user={limit}): a call from {} was refused",
                     unique_name(from)
                 );
-                self.send_error(from, header, LIMITS_EXCEEDED, &text);
+                self.send_error(from, msg, LIMITS_EXCEEDED, &text);
                 return;
             }
             caller_user = Some(user);
@@ -178,15 +173,15 @@ impl Bus {
         if route.unix_fds > 0 && !self.peers.get(&to).is_some_and(|p| p.unix_fds) {
             self.send_error(
                 from,
-                header,
+                msg,
                 "org.freedesktop.DBus.Error.NotSupported",
                 "Tried to send message with Unix file descriptors to a client that doesn't support that.",
             );
             return;
         }
-        match self.check_send(from, Some(to), msg, route, is_reply) {
+        match self.check_send_to(from, to, route, is_reply) {
             Err(denied) => {
-                self.send_error(from, header, crate::driver::ACCESS_DENIED, &denied);
+                self.send_error(from, msg, crate::driver::ACCESS_DENIED, &denied);
                 return;
             }
             // Held (or refused) until polkit has authorized the action: see polkit.rs.
@@ -196,10 +191,10 @@ impl Bus {
         if route.msg_type == Type::MethodCall
             && let Err(denied) = self.telaf_check_call(from, to, route)
         {
-            self.send_error(from, header, crate::driver::ACCESS_DENIED, &denied);
+            self.send_error(from, msg, crate::driver::ACCESS_DENIED, &denied);
             return;
         }
-        match self.enqueue(to, msg.clone()) {
+        match self.enqueue(to, msg) {
             Ok(()) => {
                 if let Some(user) = caller_user {
                     let deadline = self
@@ -226,7 +221,7 @@ impl Bus {
                 if route.msg_type != Type::Signal {
                     self.send_error(
                         from,
-                        header,
+                        msg,
                         LIMITS_EXCEEDED,
                         &format!(
                             "The destination {} has too many messages queued ({limit})",
@@ -237,15 +232,14 @@ impl Bus {
             }
         }
         // Eavesdroppers with an explicit rule get a copy too.
-        self.deliver_to_matches(from, msg, header, route, Some(to));
+        self.deliver_to_matches(from, msg, route, Some(to));
     }
 
     /// Everyone whose match rules take this message (apart from its addressed recipient).
     fn deliver_to_matches(
         &mut self,
         from: ConnId,
-        msg: &Message,
-        header: &Header<'_>,
+        msg: &BusMessage,
         route: &Route<'_>,
         addressed: Option<ConnId>,
     ) {
@@ -269,7 +263,7 @@ impl Bus {
                 );
                 self.capture_error(
                     from,
-                    header,
+                    msg,
                     "org.freedesktop.DBus.Error.NotSupported",
                     &text,
                 );
@@ -277,12 +271,12 @@ impl Bus {
             }
             let eavesdropping = addressed.is_some();
             if let Err(denied) =
-                self.check_receive_broadcast(from, to, msg, route, eavesdropping, &mut verdicts)
+                self.check_receive_broadcast(from, to, route, eavesdropping, &mut verdicts)
             {
-                self.capture_error(from, header, crate::driver::ACCESS_DENIED, &denied);
+                self.capture_error(from, msg, crate::driver::ACCESS_DENIED, &denied);
                 continue;
             }
-            if self.enqueue(to, msg.clone()).is_err() {
+            if self.enqueue(to, msg).is_err() {
                 warn!(
                     "{} does not read its messages: a signal from {} was dropped",
                     unique_name(to),
@@ -296,7 +290,7 @@ impl Bus {
     fn match_recipients(
         &self,
         from: Option<ConnId>,
-        msg: &Message,
+        msg: &BusMessage,
         route: &Route<'_>,
         addressed: Option<ConnId>,
     ) -> Vec<ConnId> {
@@ -326,7 +320,7 @@ impl Bus {
             path: route.path,
             interface: route.interface,
             member: route.member,
-            message: msg,
+            message: msg.data().bytes(),
         };
         let mut out = Vec::new();
         self.matches
@@ -335,16 +329,16 @@ impl Bus {
     }
 
     /// A message from the bus itself to one connection.
-    pub fn deliver_from_driver(&mut self, to: ConnId, msg: Message) {
+    pub fn deliver_from_driver(&mut self, to: ConnId, msg: zbus::Message) {
+        let msg = BusMessage::from_zbus(msg);
         self.capture(&msg, 0, Some(to));
         self.deliver_from_driver_uncaptured(to, msg);
     }
 
     /// The same, for a message monitors were shown already.
-    pub fn deliver_from_driver_uncaptured(&mut self, to: ConnId, msg: Message) {
-        let header = msg.header();
-        let route = Route::of(&header);
-        if !self.check_receive_from_driver(to, &msg, &route) {
+    pub fn deliver_from_driver_uncaptured(&mut self, to: ConnId, msg: BusMessage) {
+        let route = msg.route();
+        if !self.check_receive_from_driver(to, &route) {
             debug!(
                 "policy keeps a message from the bus from {}",
                 unique_name(to)
@@ -353,10 +347,10 @@ impl Bus {
                 "{} is not allowed to receive this message from the bus",
                 unique_name(to)
             );
-            self.capture_error(to, &header, crate::driver::ACCESS_DENIED, &text);
+            self.capture_error(to, &msg, crate::driver::ACCESS_DENIED, &text);
             return;
         }
-        if self.enqueue(to, msg.clone()).is_err() {
+        if self.enqueue(to, &msg).is_err() {
             warn!(
                 "{} does not read its messages: a message from the bus was dropped",
                 unique_name(to)
@@ -365,22 +359,22 @@ impl Bus {
         // Eavesdroppers get a copy.
         let recipients = self.match_recipients(None, &msg, &route, Some(to));
         for id in recipients {
-            if id != to && self.check_receive_from_driver(id, &msg, &route) {
-                let _ = self.enqueue(id, msg.clone());
+            if id != to && self.check_receive_from_driver(id, &route) {
+                let _ = self.enqueue(id, &msg);
             }
         }
     }
 
     /// A signal from the bus itself to everyone whose rules match it.
-    pub fn broadcast_from_driver(&mut self, msg: Message) {
+    pub fn broadcast_from_driver(&mut self, msg: zbus::Message) {
+        let msg = BusMessage::from_zbus(msg);
         self.capture(&msg, 0, None);
-        let header = msg.header();
-        let route = Route::of(&header);
+        let route = msg.route();
         let recipients = self.match_recipients(None, &msg, &route, None);
         for id in recipients {
             if self.peers.get(&id).is_some_and(|p| p.is_active())
-                && self.check_receive_from_driver(id, &msg, &route)
-                && self.enqueue(id, msg.clone()).is_err()
+                && self.check_receive_from_driver(id, &route)
+                && self.enqueue(id, &msg).is_err()
             {
                 warn!(
                     "{} does not read its messages: a signal from the bus was dropped",

@@ -22,7 +22,7 @@ use zbus::wire::ObjectPath;
 use crate::ConnId;
 use crate::bus::{Bus, DRIVER, conn_of_unique, unique_name};
 use crate::driver::{ACCESS_DENIED, DriverError, INVALID_ARGS, SERVICE_UNKNOWN};
-use crate::wire::Route;
+use crate::wire::{BusMessage, Route};
 
 pub const PATH: &str = "/io/telaf/Broker1";
 pub const IFACE: &str = "io.telaf.Broker1";
@@ -60,7 +60,7 @@ struct Conn {
 /// A Connect(wait=true) whose answer waits for a binding or for the provider.
 struct Waiting {
     caller: ConnId,
-    call: Message,
+    call: BusMessage,
     interface: String,
     protocol: String,
     since: Instant,
@@ -352,23 +352,22 @@ impl Bus {
     }
 
     /// A call to io.telaf.Broker1.
-    pub fn telaf_call(&mut self, from: ConnId, msg: &Message, route: &Route<'_>) {
-        let header = msg.header();
-        match self.telaf_method(from, msg, &header, route) {
+    pub fn telaf_call(&mut self, from: ConnId, msg: &BusMessage, route: &Route<'_>) {
+        match self.telaf_method(from, msg, &msg.zbus().header(), route) {
             Ok(Some(reply)) => {
                 if !route.no_reply_expected {
                     self.deliver_from_driver(from, reply)
                 }
             }
             Ok(None) => {}
-            Err(e) => self.send_error(from, &header, e.name, &e.text),
+            Err(e) => self.send_error(from, msg, e.name, &e.text),
         }
     }
 
     fn telaf_method(
         &mut self,
         from: ConnId,
-        msg: &Message,
+        msg: &BusMessage,
         header: &Header<'_>,
         route: &Route<'_>,
     ) -> Result<Option<Message>, DriverError> {
@@ -399,7 +398,7 @@ impl Bus {
                 ));
             }
         }
-        let body = msg.body();
+        let body = msg.zbus().body();
         let bad_body = |e: zbus::Error| err(INVALID_ARGS, e.to_string());
         let reply = Message::method_return(header).sender(DRIVER);
         let built = match member {
@@ -557,7 +556,7 @@ impl Bus {
         let waiting = std::mem::take(&mut telaf.waiting);
         let mut still = Vec::new();
         for w in waiting {
-            let header = w.call.header();
+            let header = w.call.zbus().header();
             match self.telaf_resolve(w.caller, &w.interface, &w.protocol) {
                 Resolved::Ready(name, path) => {
                     let built = ObjectPath::try_from(path).and_then(|path| {
@@ -576,7 +575,7 @@ impl Bus {
                     }
                 }
                 Resolved::Mismatch(text) => {
-                    self.send_error(w.caller, &header, PROTOCOL_MISMATCH, &text)
+                    self.send_error(w.caller, &w.call, PROTOCOL_MISMATCH, &text)
                 }
                 Resolved::Unbound | Resolved::NotUp(..) => still.push(w),
             }

@@ -114,7 +114,7 @@ impl Sent {
             path: self.path.as_deref(),
             interface: self.interface.as_deref(),
             member: self.member.as_deref(),
-            message: &self.msg,
+            message: self.msg.data().bytes(),
         }
     }
 }

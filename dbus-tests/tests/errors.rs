@@ -275,3 +275,50 @@ fn a_policy_denial_is_an_access_denied_error() {
     });
     bus.assert_alive();
 }
+
+/// The bus remembers the last message policy let a connection send to another and does not ask
+/// the rules again for the same message; a name the receiver takes (or gives up) in between
+/// changes the decision all the same.
+#[test]
+fn a_decision_follows_the_receivers_names() {
+    let bus = TestBus::with_config(
+        r#"<policy context="default"><deny send_destination="org.telbus.Locked"/></policy>"#,
+    );
+    run(async {
+        let caller = bus.connect().await;
+        let callee: Connection = bus.connect().await;
+        let mut callee_inbox = MessageStream::from(&callee);
+        let callee_name = callee.unique_name().unwrap().to_string();
+        let ping = |flags: Flags| {
+            Message::method_call("/", "Ping")
+                .interface("org.telbus.I")
+                .destination(callee_name.as_str())
+                .with_flags(flags)
+                .build(&())
+                .unwrap()
+        };
+        for _ in 0..2 {
+            caller.send(&ping(Flags::NO_REPLY_EXPECTED)).await.unwrap();
+            let call = next_call(&mut callee_inbox).await;
+            assert_eq!(call.header().member().unwrap().as_str(), "Ping");
+        }
+        callee.request_name("org.telbus.Locked").await.unwrap();
+        let denied = caller
+            .call_method(
+                Some(callee_name.as_str()),
+                "/",
+                Some("org.telbus.I"),
+                "Ping",
+                &(),
+            )
+            .await;
+        let (name, message) = expect_error(denied);
+        assert_eq!(name, "org.freedesktop.DBus.Error.AccessDenied");
+        assert!(message.contains("denied by the rule at"), "{message}");
+        callee.release_name("org.telbus.Locked").await.unwrap();
+        caller.send(&ping(Flags::NO_REPLY_EXPECTED)).await.unwrap();
+        let call = next_call(&mut callee_inbox).await;
+        assert_eq!(call.header().member().unwrap().as_str(), "Ping");
+    });
+    bus.assert_alive();
+}

@@ -317,6 +317,7 @@ impl Policy {
                 } => rules.own.push(*allow, origin.clone(), name, *prefix),
             }
         }
+        rules.note_permissive();
         rules
     }
 

@@ -311,6 +311,19 @@ impl PeerPolicy {
         }
     }
 
+    /// Whether every send decision of this connection is a plain Allow (no deny rule, an
+    /// allow-everything rule, none that logs or wants polkit): the session bus's policy. The
+    /// bus then skips the decisions.
+    pub fn allows_every_send(&self) -> bool {
+        self.rules.allows_every_send
+    }
+
+    /// Whether this connection may receive any message addressed to it (eavesdropping aside),
+    /// as on the session bus.
+    pub fn allows_every_receive(&self) -> bool {
+        self.rules.allows_every_receive
+    }
+
     /// Whether this connection's send rules look at the receiving connection's names (some
     /// rule names a destination). When none does, a caller need not gather the names.
     pub fn send_tests_names(&self) -> bool {

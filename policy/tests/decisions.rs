@@ -567,3 +567,70 @@ fn polkit_actions_come_from_the_deciding_rule() {
         Some("x.y")
     );
 }
+
+/// Messages of every kind the permissive shortcut must allow, as the full decision does.
+fn probe_messages() -> Vec<telbus_policy::MessageFacts<'static>> {
+    let mut all = vec![
+        call("org.x.Svc", "org.x.I", "M"),
+        signal("a.b", "S", None),
+        signal("a.b", "S", Some(":1.2")),
+    ];
+    let mut reply = call("org.x.Svc", "org.x.I", "M");
+    reply.msg_type = MessageType::MethodReturn;
+    reply.is_reply = true;
+    reply.requested_reply = false;
+    all.push(reply.clone());
+    reply.requested_reply = true;
+    all.push(reply);
+    let mut with_fds = call("org.x.Svc", "org.x.I", "M");
+    with_fds.unix_fds = 3;
+    all.push(with_fds);
+    all
+}
+
+#[test]
+fn a_permissive_policy_is_known_to_allow_everything() {
+    // The session bus's default policy.
+    let p = default_rules(
+        "<allow send_destination=\"*\" eavesdrop=\"true\"/>\n\
+         <allow eavesdrop=\"true\"/>\n\
+         <allow own=\"*\"/>",
+    );
+    assert!(p.allows_every_send() && p.allows_every_receive());
+    // The shortcut says what the full decision says, for every kind of message.
+    for msg in probe_messages() {
+        assert!(allowed(p.can_send(&msg, &RECEIVER, false)), "{msg:?}");
+        assert!(allowed(p.can_send(&msg, &[], true)), "{msg:?}");
+        assert!(allowed(p.can_receive(&msg, &[":1.2"], false, false)), "{msg:?}");
+        assert!(allowed(p.can_receive(&msg, &[], true, false)), "{msg:?}");
+    }
+}
+
+#[test]
+fn a_policy_that_can_refuse_is_asked_every_time() {
+    let cases = [
+        // A deny rule anywhere, even one that can never decide against this connection.
+        "<allow send_destination=\"*\" eavesdrop=\"true\"/>\n<deny send_interface=\"org.x.Never\"/>",
+        // An allow-all rule that does not cover unrequested replies.
+        "<allow send_destination=\"*\"/>",
+        // Rules that log, or want polkit, must be asked for their side effects.
+        "<allow send_destination=\"*\" eavesdrop=\"true\" log=\"true\"/>",
+        // Nothing that allows everything.
+        "<allow send_interface=\"org.x.I\"/>",
+    ];
+    for rules in cases {
+        let p = default_rules(rules);
+        assert!(!p.allows_every_send(), "{rules}");
+    }
+    let p = default_rules("<allow eavesdrop=\"true\"/>\n<deny receive_interface=\"org.x.Never\"/>");
+    assert!(!p.allows_every_receive());
+    // Without an eavesdrop or receive_requested_reply="false", an allow-all receive rule does
+    // not let unrequested replies in.
+    let p = default_rules("<allow receive_sender=\"*\"/>");
+    assert!(!p.allows_every_receive());
+    let mut unrequested = call("org.x.Svc", "org.x.I", "M");
+    unrequested.msg_type = MessageType::MethodReturn;
+    unrequested.is_reply = true;
+    unrequested.requested_reply = false;
+    assert!(!allowed(p.can_receive(&unrequested, &[":1.2"], false, false)));
+}

@@ -39,9 +39,9 @@ pub struct LazyArgs<'m> {
 }
 
 impl<'m> LazyArgs<'m> {
-    pub fn new(message: &'m zbus::Message) -> Self {
+    pub fn new(message: &'m [u8]) -> Self {
         LazyArgs {
-            message: message.data().bytes(),
+            message,
             args: OnceCell::new(),
         }
     }
@@ -248,7 +248,7 @@ mod tests {
     use zbus::wire::{Endian, ObjectPath, Variant};
 
     fn args_of(msg: &Message) -> Vec<Arg<'_>> {
-        let lazy = LazyArgs::new(msg);
+        let lazy = LazyArgs::new(msg.data().bytes());
         (0..ARGS).map_while(|i| lazy.get(i)).collect()
     }
 

@@ -136,9 +136,9 @@ pub struct MatchMessage<'a> {
     pub path: Option<&'a str>,
     pub interface: Option<&'a str>,
     pub member: Option<&'a str>,
-    /// The message itself: `argN` keys read its body, once per message, and only if a rule
-    /// that is otherwise a candidate has them.
-    pub message: &'a zbus::Message,
+    /// The whole message's bytes: `argN` keys read its body, once per message, and only if a
+    /// rule that is otherwise a candidate has them.
+    pub message: &'a [u8],
 }
 
 impl MatchRule {

@@ -237,6 +237,7 @@ impl Background {
         let mut pause = Duration::from_micros(200);
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
+                self.drain_output();
                 return Some(status);
             }
             if Instant::now() >= deadline {
@@ -244,6 +245,16 @@ impl Background {
             }
             thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(10));
+        }
+    }
+
+    /// Once the program exited: let the readers take in what it wrote last (they end when its
+    /// pipes close), so that `stdout()`/`stderr()` say everything. Bounded, in case something
+    /// it started still holds the pipes open.
+    fn drain_output(&self) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline && !self.readers.iter().all(|r| r.is_finished()) {
+            thread::sleep(Duration::from_millis(1));
         }
     }
 
