@@ -10,6 +10,8 @@
 //! its header parser refuses unknown header field codes, which the specification says must be
 //! ignored, so the first pass over a client's header is ours.
 
+pub mod body;
+
 use std::os::fd::OwnedFd;
 
 use zbus::Message;
