@@ -33,7 +33,7 @@ seconds="${1:-5}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(sasl wire_message match_rule busconfig service_file api bindings)
+    targets=(sasl wire_message wire_body match_rule busconfig service_file api bindings)
 fi
 command -v c++ >/dev/null || echo "libfuzzer-sys needs a C++ compiler (apt-get install g++)" >&2
 

@@ -381,7 +381,10 @@ impl Bus {
             return Ok(None);
         }
         // Permissive rules decide nothing: no need to remember.
-        let worth_remembering = sender.policy.as_ref().is_some_and(|p| !p.allows_every_send())
+        let worth_remembering = sender
+            .policy
+            .as_ref()
+            .is_some_and(|p| !p.allows_every_send())
             || self
                 .peers
                 .get(&to)

@@ -428,10 +428,8 @@ impl Bus {
             );
             return;
         }
-        let Ok((unit, error_name, text)) = msg
-            .zbus()
-            .body()
-            .deserialize::<(String, String, String)>()
+        let Ok((unit, error_name, text)) =
+            msg.zbus().body().deserialize::<(String, String, String)>()
         else {
             return;
         };

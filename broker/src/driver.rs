@@ -772,7 +772,10 @@ impl Bus {
     /// reply too): clients ignore errors they did not ask for, and monitors see why it went
     /// nowhere.
     pub fn send_error(&mut self, to: ConnId, call: &BusMessage, name: &str, text: &str) {
-        match Message::error(&call.zbus().header(), name).sender(DRIVER).build(&(text,)) {
+        match Message::error(&call.zbus().header(), name)
+            .sender(DRIVER)
+            .build(&(text,))
+        {
             Ok(msg) => self.deliver_from_driver(to, msg),
             Err(e) => warn!("cannot build error {name}: {e}"),
         }
@@ -784,7 +787,10 @@ impl Bus {
         if self.monitors.is_empty() {
             return;
         }
-        match Message::error(&call.zbus().header(), name).sender(DRIVER).build(&(text,)) {
+        match Message::error(&call.zbus().header(), name)
+            .sender(DRIVER)
+            .build(&(text,))
+        {
             Ok(msg) => self.capture(&BusMessage::from_zbus(msg), 0, Some(sender)),
             Err(e) => warn!("cannot build error {name}: {e}"),
         }

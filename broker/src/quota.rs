@@ -185,16 +185,19 @@ impl UserQuotas {
 
     /// The users that have something waiting, to or from them.
     pub fn figures(&self) -> impl Iterator<Item = (u32, UserFigures)> + '_ {
-        self.accounts.iter().filter(|(_, a)| !a.is_empty()).map(|(uid, a)| {
-            (
-                *uid,
-                UserFigures {
-                    queued: a.received,
-                    sent: a.sent,
-                    actors: a.by_actor.values().filter(|u| !u.is_empty()).count(),
-                },
-            )
-        })
+        self.accounts
+            .iter()
+            .filter(|(_, a)| !a.is_empty())
+            .map(|(uid, a)| {
+                (
+                    *uid,
+                    UserFigures {
+                        queued: a.received,
+                        sent: a.sent,
+                        actors: a.by_actor.values().filter(|u| !u.is_empty()).count(),
+                    },
+                )
+            })
     }
 }
 

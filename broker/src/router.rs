@@ -75,13 +75,7 @@ impl Bus {
 
     /// A message for one name. As in dbus-daemon, any type of message (a signal too) to an
     /// unowned name starts its service, unless it has NO_AUTO_START.
-    fn unicast(
-        &mut self,
-        from: ConnId,
-        msg: &BusMessage,
-        route: &Route<'_>,
-        dest: &str,
-    ) {
+    fn unicast(&mut self, from: ConnId, msg: &BusMessage, route: &Route<'_>, dest: &str) {
         let Some(target) = self.resolve_conn(dest) else {
             if !route.no_auto_start {
                 // Errors for names nobody provides come from activation, as in dbus-daemon.
@@ -261,12 +255,7 @@ impl Bus {
                     "broadcast cannot be delivered to {} because it does not support receiving Unix fds",
                     unique_name(to)
                 );
-                self.capture_error(
-                    from,
-                    msg,
-                    "org.freedesktop.DBus.Error.NotSupported",
-                    &text,
-                );
+                self.capture_error(from, msg, "org.freedesktop.DBus.Error.NotSupported", &text);
                 continue;
             }
             let eavesdropping = addressed.is_some();

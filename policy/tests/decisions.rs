@@ -601,7 +601,10 @@ fn a_permissive_policy_is_known_to_allow_everything() {
     for msg in probe_messages() {
         assert!(allowed(p.can_send(&msg, &RECEIVER, false)), "{msg:?}");
         assert!(allowed(p.can_send(&msg, &[], true)), "{msg:?}");
-        assert!(allowed(p.can_receive(&msg, &[":1.2"], false, false)), "{msg:?}");
+        assert!(
+            allowed(p.can_receive(&msg, &[":1.2"], false, false)),
+            "{msg:?}"
+        );
         assert!(allowed(p.can_receive(&msg, &[], true, false)), "{msg:?}");
     }
 }
@@ -632,5 +635,10 @@ fn a_policy_that_can_refuse_is_asked_every_time() {
     unrequested.msg_type = MessageType::MethodReturn;
     unrequested.is_reply = true;
     unrequested.requested_reply = false;
-    assert!(!allowed(p.can_receive(&unrequested, &[":1.2"], false, false)));
+    assert!(!allowed(p.can_receive(
+        &unrequested,
+        &[":1.2"],
+        false,
+        false
+    )));
 }
