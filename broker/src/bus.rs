@@ -83,6 +83,8 @@ pub struct Peer {
     pub throttled: bool,
     /// The last message policy let it send to one connection (see `access`).
     pub last_allowed: crate::access::AllowedSend,
+    /// epoll reported a hang-up or an error: read until the end, never stop at a short read.
+    pub hangup_reported: bool,
 }
 
 impl Peer {
@@ -298,6 +300,11 @@ impl Bus {
                     self.child_exited((token - crate::activation::TOKEN_CHILD_BASE) as u32);
                 } else if let Some(peer) = self.peers.get_mut(&token) {
                     if flags.intersects(
+                        epoll::EventFlags::RDHUP | epoll::EventFlags::HUP | epoll::EventFlags::ERR,
+                    ) {
+                        peer.hangup_reported = true;
+                    }
+                    if flags.intersects(
                         epoll::EventFlags::IN | epoll::EventFlags::HUP | epoll::EventFlags::ERR,
                     ) && !peer.readable
                     {
@@ -466,6 +473,7 @@ impl Bus {
                 in_flight: Default::default(),
                 throttled: false,
                 last_allowed: Default::default(),
+                hangup_reported: false,
             };
             debug!("connection {id} accepted ({})", peer.loginfo());
             incomplete += 1;
@@ -478,6 +486,8 @@ impl Bus {
     fn read_peer(&mut self, id: ConnId) {
         let max_size = self.config.limits.max_message_size as usize;
         let mut handled = 0;
+        // The last read emptied the socket (see `ReadOutcome::Data`).
+        let mut socket_drained = false;
         loop {
             let Some(peer) = self.peers.get_mut(&id) else {
                 return;
@@ -592,8 +602,18 @@ impl Bus {
                 self.doom(id, "too many file descriptors without a message".into());
                 return;
             }
-            match peer.inbuf.read_from(peer.fd.as_fd(), want) {
-                Ok(ReadOutcome::Data) => {}
+            let outcome = if socket_drained {
+                Ok(ReadOutcome::WouldBlock)
+            } else {
+                peer.inbuf.read_from(peer.fd.as_fd(), want)
+            };
+            match outcome {
+                Ok(ReadOutcome::Data { drained }) => {
+                    // Without a hang-up reported, a drained socket has nothing more to read:
+                    // the read that would only say EAGAIN is saved. After one, the read that
+                    // sees the end must still come.
+                    socket_drained = drained && !peer.hangup_reported;
+                }
                 Ok(ReadOutcome::WouldBlock) => {
                     peer.readable = false;
                     peer.inbuf.shrink();

@@ -198,8 +198,11 @@ fn give_back(buf: Vec<u8>) {
 
 /// The result of one read.
 pub enum ReadOutcome {
-    /// Some bytes (and maybe descriptors) arrived.
-    Data,
+    /// Some bytes (and maybe descriptors) arrived. `drained`: the read took less than it had
+    /// room for and brought no descriptors, so the socket had nothing more (a unix socket's
+    /// read stops early only after a message that carries descriptors); what arrives later is
+    /// reported by epoll anew.
+    Data { drained: bool },
     /// Nothing more to read for now.
     WouldBlock,
     /// The peer closed its end.
@@ -258,6 +261,7 @@ impl InBuffer {
         let mut space =
             [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MESSAGE))];
         let mut control = RecvAncillaryBuffer::new(&mut space);
+        let room = self.buf.len() - self.end;
         let result = loop {
             let mut iov = [IoSliceMut::new(&mut self.buf[self.end..])];
             match recvmsg(
@@ -276,6 +280,7 @@ impl InBuffer {
             Err(e) => return Err(e.into()),
         };
         self.end += received;
+        let fds_before = self.fds.len();
         for message in control.drain() {
             if let RecvAncillaryMessage::ScmRights(fds) = message {
                 self.fds.extend(fds);
@@ -284,7 +289,9 @@ impl InBuffer {
         if received == 0 {
             return Ok(ReadOutcome::Closed);
         }
-        Ok(ReadOutcome::Data)
+        Ok(ReadOutcome::Data {
+            drained: received < room && self.fds.len() == fds_before,
+        })
     }
 }
 
@@ -368,9 +375,10 @@ mod tests {
         )
         .unwrap();
         let mut inbuf = InBuffer::default();
+        // A read that brings descriptors may have stopped early: not known to be drained.
         assert!(matches!(
             inbuf.read_from(b.as_fd(), 0).unwrap(),
-            ReadOutcome::Data
+            ReadOutcome::Data { drained: false }
         ));
         assert_eq!(inbuf.pending(), msg.data().bytes());
         assert_eq!(inbuf.fds.len(), 1);
@@ -386,5 +394,30 @@ mod tests {
             inbuf.read_from(b.as_fd(), 0).unwrap(),
             ReadOutcome::Closed
         ));
+    }
+
+    #[test]
+    fn a_short_read_without_descriptors_says_the_socket_is_drained() {
+        let (mut a, b) = UnixStream::pair().unwrap();
+        b.set_nonblocking(true).unwrap();
+        let msg = signal(1);
+        std::io::Write::write_all(&mut a, msg.data().bytes()).unwrap();
+        let mut inbuf = InBuffer::default();
+        assert!(matches!(
+            inbuf.read_from(b.as_fd(), 0).unwrap(),
+            ReadOutcome::Data { drained: true }
+        ));
+        assert_eq!(inbuf.pending(), msg.data().bytes());
+        // A read that fills all the room it had cannot tell.
+        let big = vec![7u8; READ_CHUNK * 2];
+        std::io::Write::write_all(&mut a, &big[..READ_CHUNK]).unwrap();
+        let mut inbuf = InBuffer::default();
+        let outcome = inbuf.read_from(b.as_fd(), 0).unwrap();
+        let room = inbuf.buf.len();
+        let got = inbuf.pending().len();
+        assert!(
+            matches!(outcome, ReadOutcome::Data { drained } if drained == (got < room)),
+            "read {got} of {room}"
+        );
     }
 }

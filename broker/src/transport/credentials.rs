@@ -6,6 +6,7 @@
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The credentials of a peer; all None (and no groups) for TCP peers.
 #[derive(Debug, Default, Clone)]
@@ -46,15 +47,33 @@ pub fn peer_credentials(fd: BorrowedFd<'_>) -> PeerCredentials {
     groups.sort_unstable();
     groups.dedup();
     creds.groups = groups;
-    creds.security_label = variable_option(fd, libc::SO_PEERSEC)
-        .ok()
-        .and_then(|mut label| {
+    creds.security_label = peer_label(fd);
+    creds
+}
+
+/// Set once SO_PEERSEC answered ENOPROTOOPT: no security module labels sockets. That is fixed
+/// when the kernel boots, so later connections are not asked (a system call each).
+static NO_SOCKET_LABELS: AtomicBool = AtomicBool::new(false);
+
+/// The LSM label of the peer (SO_PEERSEC), without trailing NULs.
+fn peer_label(fd: BorrowedFd<'_>) -> Option<Vec<u8>> {
+    if NO_SOCKET_LABELS.load(Ordering::Relaxed) {
+        return None;
+    }
+    match variable_option(fd, libc::SO_PEERSEC) {
+        Ok(mut label) => {
             while label.last() == Some(&0) {
                 label.pop();
             }
             (!label.is_empty()).then_some(label)
-        });
-    creds
+        }
+        Err(e) => {
+            if e.raw_os_error() == Some(libc::ENOPROTOOPT) {
+                NO_SOCKET_LABELS.store(true, Ordering::Relaxed);
+            }
+            None
+        }
+    }
 }
 
 /// The groups of a user from the user database (getgrouplist), sorted, with `gid`.
