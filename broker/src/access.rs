@@ -273,7 +273,7 @@ impl Bus {
             }
         }
         if let Some(policy) = self.peers.get(&to).and_then(|p| p.policy.as_ref())
-            && !(policy.allows_every_receive() && !eavesdropping)
+            && (eavesdropping || !policy.allows_every_receive())
         {
             let id = policy.rules_id();
             if let Some((_, verdict)) = memo.receive.iter().find(|(rules, _)| *rules == id) {

@@ -133,8 +133,14 @@ impl Bus {
             return;
         }
         let telaf = self.telaf.as_mut().expect("checked");
-        let facts = process_facts(&peer.creds, &mut telaf.user_names, &mut telaf.group_names);
+        let mut facts = process_facts(&peer.creds, &mut telaf.user_names, &mut telaf.group_names);
         let pid = peer.creds.pid;
+        read_proc_facts(
+            &mut facts,
+            pid,
+            telaf.def.uses_unit(),
+            telaf.def.uses_label(),
+        );
         let principal = telaf.def.principal(&facts);
         debug!(
             "{} is {} (exe={} uid={})",
@@ -639,6 +645,9 @@ impl Bus {
         telaf.user_names.clear();
         telaf.group_names.clear();
         for conn in telaf.conns.values_mut() {
+            // A definition that recognises apps by unit or label where the old one did not
+            // needs what was not read when the connection came.
+            read_proc_facts(&mut conn.facts, conn.pid, def.uses_unit(), def.uses_label());
             conn.principal = def.principal(&conn.facts);
         }
         telaf.def = def;
@@ -930,25 +939,34 @@ fn process_facts(
         facts.exe = std::fs::read_link(format!("/proc/{pid}/exe"))
             .ok()
             .map(|p| p.display().to_string());
-        facts.unit = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-            .ok()
-            .and_then(|text| unit_of_cgroup(&text));
     }
     facts.label = creds
         .security_label
         .as_ref()
-        .map(|l| {
-            String::from_utf8_lossy(l)
-                .trim_end_matches('\0')
-                .to_string()
-        })
-        .or_else(|| {
-            let pid = creds.pid?;
-            std::fs::read_to_string(format!("/proc/{pid}/attr/current")).ok()
-        })
+        .map(|l| String::from_utf8_lossy(l).into_owned());
+    facts
+}
+
+/// Fill in what only `/proc` tells, the systemd unit (from the cgroup) and the security label
+/// (when the socket had none), if the definition recognises apps by it and it is not known
+/// yet: each costs opening and reading a file, for every connection.
+fn read_proc_facts(facts: &mut ProcessFacts, pid: Option<u32>, unit: bool, label: bool) {
+    let Some(pid) = pid else {
+        return;
+    };
+    if unit && facts.unit.is_none() {
+        facts.unit = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .ok()
+            .and_then(|text| unit_of_cgroup(&text));
+    }
+    if label && facts.label.is_none() {
+        facts.label = std::fs::read_to_string(format!("/proc/{pid}/attr/current")).ok();
+    }
+    facts.label = facts
+        .label
+        .take()
         .map(|l| l.trim_end_matches(['\0', '\n']).to_string())
         .filter(|l| !l.is_empty());
-    facts
 }
 
 /// The systemd unit of a /proc/PID/cgroup text: the last `.service` or `.scope` component.

@@ -18,22 +18,35 @@ pub const NAME_PREFIX: &str = "io.telaf.";
 
 /// A `*` glob: `*` matches any run of characters (`/` included); everything else is literal.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Glob(String);
+pub struct Glob {
+    pattern: String,
+    /// Where the first `*` is: None for a literal, which is compared as a whole.
+    first_star: Option<usize>,
+}
 
 impl Glob {
     pub fn new(pattern: &str) -> Glob {
-        Glob(pattern.to_string())
+        Glob {
+            pattern: pattern.to_string(),
+            first_star: pattern.find('*'),
+        }
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.pattern
     }
 
-    /// Allocates nothing: every connection is tested against every app's globs at Hello.
+    /// The text this glob matches, when it has no `*`.
+    pub fn literal(&self) -> Option<&str> {
+        self.first_star.is_none().then_some(self.pattern.as_str())
+    }
+
+    /// Allocates nothing: every connection is tested against the apps' globs at Hello.
     pub fn matches(&self, text: &str) -> bool {
-        let Some((first, tail)) = self.0.split_once('*') else {
-            return text == self.0;
+        let Some(star) = self.first_star else {
+            return text == self.pattern;
         };
+        let (first, tail) = (&self.pattern[..star], &self.pattern[star + 1..]);
         let (middle, last) = tail.rsplit_once('*').unwrap_or(("", tail));
         let Some(rest) = text.strip_prefix(first) else {
             return false;
@@ -238,6 +251,16 @@ pub struct SystemDef {
     /// App name → its place in `apps` (fixed once loaded): every call to a TelAF name looks
     /// its provider up, and a walk over a thousand apps showed.
     app_index: HashMap<String, usize>,
+    /// Apps recognised by an exact executable (`match exe=/usr/bin/x`), by that path: a new
+    /// connection is tested against those with its own executable and the rest, not against
+    /// every app.
+    by_exe: HashMap<String, Vec<usize>>,
+    /// The apps without an exact executable, in file order.
+    without_exe: Vec<usize>,
+    /// Some app is recognised by its systemd unit / its security label: only then does the
+    /// broker read a connection's cgroup / `attr/current`.
+    uses_unit: bool,
+    uses_label: bool,
 }
 
 impl SystemDef {
@@ -315,12 +338,31 @@ impl SystemDef {
             .enumerate()
             .map(|(i, a)| (a.name.clone(), i))
             .collect();
+        let mut by_exe: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut without_exe = Vec::new();
+        for (i, app) in apps.iter().enumerate() {
+            let exact_exe = app.matchers.iter().find_map(|m| match m {
+                Matcher::Exe(glob) => glob.literal(),
+                _ => None,
+            });
+            match exact_exe {
+                Some(exe) => by_exe.entry(exe.to_string()).or_default().push(i),
+                None => without_exe.push(i),
+            }
+        }
+        let uses = |kind: fn(&Matcher) -> bool| apps.iter().any(|a| a.matchers.iter().any(kind));
+        let uses_unit = uses(|m| matches!(m, Matcher::Unit(_)));
+        let uses_label = uses(|m| matches!(m, Matcher::Label(_)));
         let mut def = SystemDef {
             file: file.to_path_buf(),
             apps,
             bindings: Vec::new(),
             access: HashMap::new(),
             app_index,
+            by_exe,
+            without_exe,
+            uses_unit,
+            uses_label,
         };
         for b in parsed.bindings {
             let line = b.line.unwrap_or(0);
@@ -401,10 +443,30 @@ impl SystemDef {
     }
 
     /// The first app (in file order) whose `match` holds for the process.
+    /// The first app (in file order) whose matchers all hold for the process.
     pub fn recognise(&self, facts: &ProcessFacts) -> Option<&App> {
-        self.apps
-            .iter()
-            .find(|a| a.matchers.iter().all(|m| m.holds(facts)))
+        let holds = |&i: &usize| self.apps[i].matchers.iter().all(|m| m.holds(facts));
+        let same_exe = facts
+            .exe
+            .as_deref()
+            .and_then(|exe| self.by_exe.get(exe))
+            .and_then(|apps| apps.iter().find(|i| holds(i)));
+        let other = self.without_exe.iter().find(|i| holds(i));
+        let first = match (same_exe, other) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        Some(&self.apps[*first])
+    }
+
+    /// Whether some app is recognised by its systemd unit (so connections' cgroups are read).
+    pub fn uses_unit(&self) -> bool {
+        self.uses_unit
+    }
+
+    /// Whether some app is recognised by its security label.
+    pub fn uses_label(&self) -> bool {
+        self.uses_label
     }
 
     /// The app a connection is, or its user.

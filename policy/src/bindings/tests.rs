@@ -109,6 +109,40 @@ fn connections_are_recognised_by_the_first_app_whose_match_holds() {
 }
 
 #[test]
+fn apps_with_an_exact_executable_keep_their_place_in_the_file() {
+    // An exact `exe=` files the app by its path; the first app of the file that holds still
+    // wins, whichever way it was found.
+    let text = |first: &str, second: &str| {
+        format!("app first {{\n    match {first}\n}}\napp second {{\n    match {second}\n}}\n")
+    };
+    let recognised = |text: &str, exe_path: &str| {
+        let def = SystemDef::from_str(text, Path::new("f.bindings")).unwrap();
+        def.principal(&exe(exe_path))
+    };
+    let app = |name: &str| Principal::App(name.into());
+    let glob_then_exact = text("exe=/usr/bin/*", "exe=/usr/bin/b");
+    assert_eq!(recognised(&glob_then_exact, "/usr/bin/b"), app("first"));
+    let exact_then_glob = text("exe=/usr/bin/b", "exe=/usr/bin/*");
+    assert_eq!(recognised(&exact_then_glob, "/usr/bin/b"), app("first"));
+    assert_eq!(recognised(&exact_then_glob, "/usr/bin/c"), app("second"));
+    // An exact path that holds but another matcher that does not: the next app is tried.
+    let exact_and_uid = text("exe=/usr/bin/b uid=7", "uid=0");
+    assert_eq!(recognised(&exact_and_uid, "/usr/bin/b"), app("second"));
+    assert_eq!(
+        recognised(&text("exe=/usr/bin/a", "exe=/usr/bin/b"), "/usr/bin/x"),
+        Principal::User("root".into())
+    );
+}
+
+#[test]
+fn the_definition_says_whether_it_needs_units_and_labels() {
+    let def = sample();
+    assert!(def.uses_unit() && def.uses_label());
+    let def = SystemDef::from_str("app a {\n    match exe=/x uid=0\n}\n", Path::new("f")).unwrap();
+    assert!(!def.uses_unit() && !def.uses_label());
+}
+
+#[test]
 fn bindings_route_and_allow() {
     let mut def = sample();
     let demo = Principal::App("demo".into());
