@@ -136,6 +136,7 @@ const METRICS: &[Metric] = &[
 ];
 
 /// One broker's results: a value per metric key, or why it has none.
+#[derive(Clone)]
 struct Column {
     broker: Broker,
     version: String,
@@ -284,16 +285,27 @@ fn main() {
         }
     }
     // Rounds interleave the brokers, so that a burst of load from elsewhere on the machine
-    // hits them alike; each figure is the best of the rounds (losses: the worst).
+    // hits them alike; each figure is the best of the rounds (losses: the worst). Every other
+    // round runs them in the reverse order, so that no broker always runs first or right after
+    // the same one (the order alone moved figures by a few percent).
     let mut columns: Vec<Column> = Vec::new();
+    // Every round's own figures too: the cost of policy compares figures of the same round.
+    let mut by_round: Vec<Vec<Column>> = Vec::new();
     for round in 1..=rounds {
-        for broker in &brokers {
+        by_round.push(Vec::new());
+        let order: Vec<&Broker> = if round % 2 == 1 {
+            brokers.iter().collect()
+        } else {
+            brokers.iter().rev().collect()
+        };
+        for broker in order {
             eprintln!(
                 "round {round}/{rounds}: {} ({})",
                 broker.kind.name(),
                 broker.binary.display()
             );
             let result = run_broker(broker.clone(), &settings, &workloads);
+            by_round.last_mut().expect("pushed").push(result.clone());
             match columns.iter_mut().find(|c| c.broker.kind == broker.kind) {
                 Some(column) => column.merge(result),
                 None => columns.push(result),
@@ -303,7 +315,7 @@ fn main() {
     if json {
         print_json(&columns, &missing);
     } else {
-        print_table(&columns, &missing, &settings, rounds);
+        print_table(&columns, &by_round, &missing, &settings, rounds);
     }
 }
 
@@ -441,7 +453,13 @@ fn format_value(value: f64) -> String {
     }
 }
 
-fn print_table(columns: &[Column], missing: &[&str], settings: &Settings, rounds: u32) {
+fn print_table(
+    columns: &[Column],
+    by_round: &[Vec<Column>],
+    missing: &[&str],
+    settings: &Settings,
+    rounds: u32,
+) {
     let (cpu, cores, kernel) = procfs::machine();
     println!(
         "telbus-bench: {cpu}, {cores} cores, Linux {kernel}; {:.1} s per throughput workload, \
@@ -526,7 +544,7 @@ fn print_table(columns: &[Column], missing: &[&str], settings: &Settings, rounds
     println!(
         "↑ higher is better, ↓ lower is better; a ratio is telbusd's figure over the other's."
     );
-    print_policy_cost(columns);
+    print_policy_cost(columns, by_round);
     for column in columns {
         for error in &column.errors {
             println!("{}: {error}", column.broker.kind.name());
@@ -539,7 +557,12 @@ fn print_table(columns: &[Column], missing: &[&str], settings: &Settings, rounds
 
 /// What policy costs: each telbusd variant's figure over telbusd-nopolicy's, for the workloads
 /// with a direction (1.00: no cost; within 5% is 0.95–1.05).
-fn print_policy_cost(columns: &[Column]) {
+///
+/// Each cell is the median, over the rounds, of the two figures of one round: the variant and
+/// the baseline run one after the other in a round, so what the machine does at the time
+/// (other processes, the host) weighs on both. The ratio of the two best figures instead
+/// compares the two luckiest runs, which moved by ±6% between identical binaries here.
+fn print_policy_cost(columns: &[Column], by_round: &[Vec<Column>]) {
     let Some(base) = columns
         .iter()
         .find(|c| c.broker.kind == Kind::TelbusdNoPolicy)
@@ -560,7 +583,7 @@ fn print_policy_cost(columns: &[Column]) {
     }
     println!();
     println!(
-        "cost of policy: each figure over telbusd-nopolicy's (telbusd: permissive session policy)"
+        "cost of policy: each figure over telbusd-nopolicy's in the same round, median of the rounds (telbusd: permissive session policy)"
     );
     let label_width = METRICS
         .iter()
@@ -579,19 +602,42 @@ fn print_policy_cost(columns: &[Column]) {
             Better::Lower => " ↓",
             Better::Neither => continue,
         };
-        let Some(theirs) = base.get(metric.key).filter(|v| *v > 0.0) else {
+        if base.get(metric.key).filter(|v| *v > 0.0).is_none() {
             continue;
-        };
+        }
         let mut line = format!("{:label_width$}", format!("{}{arrow}", metric.label));
         for v in &variants {
-            let cell = v
-                .get(metric.key)
-                .filter(|v| *v > 0.0)
-                .map_or_else(|| "—".to_string(), |ours| format!("{:.2}", ours / theirs));
+            let cell = median_ratio(by_round, v.broker.kind, metric.key)
+                .map_or_else(|| "—".to_string(), |ratio| format!("{ratio:.2}"));
             line.push_str(&format!("  {cell:>18}"));
         }
         println!("{line}");
     }
+}
+
+/// The median over the rounds of `kind`'s figure over telbusd-nopolicy's in the same round.
+fn median_ratio(by_round: &[Vec<Column>], kind: Kind, key: &str) -> Option<f64> {
+    let figure = |round: &[Column], kind: Kind| {
+        round
+            .iter()
+            .find(|c| c.broker.kind == kind)
+            .and_then(|c| c.get(key))
+            .filter(|v| *v > 0.0)
+    };
+    let mut ratios: Vec<f64> = by_round
+        .iter()
+        .filter_map(|round| Some(figure(round, kind)? / figure(round, Kind::TelbusdNoPolicy)?))
+        .collect();
+    if ratios.is_empty() {
+        return None;
+    }
+    ratios.sort_by(f64::total_cmp);
+    let middle = ratios.len() / 2;
+    Some(if ratios.len() % 2 == 1 {
+        ratios[middle]
+    } else {
+        (ratios[middle - 1] + ratios[middle]) / 2.0
+    })
 }
 
 fn print_json(columns: &[Column], missing: &[&str]) {
