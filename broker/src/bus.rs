@@ -291,7 +291,7 @@ impl Bus {
                 if token == TOKEN_SIGNAL {
                     self.handle_signals();
                 } else if token >= TOKEN_LISTENER_BASE {
-                    self.accept_all((token - TOKEN_LISTENER_BASE) as usize);
+                    self.accept_one((token - TOKEN_LISTENER_BASE) as usize);
                 } else if token == crate::polkit::TOKEN_POLKIT {
                     self.polkit_ready();
                 } else if token == crate::activation::TOKEN_SERVICE_DIRS {
@@ -417,8 +417,8 @@ impl Bus {
         }
     }
 
-    fn accept_all(&mut self, index: usize) {
-        let mut incomplete = self.incomplete_connections();
+    fn accept_one(&mut self, index: usize) {
+        let incomplete = self.incomplete_connections();
         loop {
             if self.accept_paused || incomplete >= self.config.limits.max_incomplete_connections {
                 self.pause_or_resume_accepting();
@@ -476,9 +476,12 @@ impl Bus {
                 hangup_reported: false,
             };
             debug!("connection {id} accepted ({})", peer.loginfo());
-            incomplete += 1;
             self.peers.insert(id, peer);
             self.ready.push_back(id);
+            // One per turn: the listener is level-triggered, so epoll reports it again while
+            // connections wait, and going on until accept says EAGAIN cost a system call for
+            // nothing when they come one at a time.
+            return;
         }
     }
 
