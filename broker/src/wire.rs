@@ -361,6 +361,10 @@ impl BusMessage {
         if body_offset > bytes.len() {
             return Err(bad("header overruns the message"));
         }
+        let header_end = FIXED_HEADER_LEN + read_u32(endian, &bytes[12..16]) as usize;
+        if bytes[header_end..body_offset].iter().any(|&b| b != 0) {
+            return Err(bad("padding after the header is not zero"));
+        }
         let flags = bytes[2];
         let msg = BusMessage {
             msg_type,
@@ -466,9 +470,16 @@ fn locate_fields(
         return Err(bad("field array overruns the message"));
     }
     let mut spans = FieldSpans::default();
+    let mut seen = 0u32;
     let mut pos = FIXED_HEADER_LEN;
     while pos < end {
-        pos += padding8(pos);
+        let padding = padding8(pos);
+        // [`restamp`] writes zeros there; a header from elsewhere must have them too, as zbus
+        // (and libdbus) require.
+        if validate && bytes[pos..(pos + padding).min(end)].iter().any(|&b| b != 0) {
+            return Err(bad("padding is not zero"));
+        }
+        pos += padding;
         if pos + 4 > end {
             return Err(bad("truncated field"));
         }
@@ -476,6 +487,11 @@ fn locate_fields(
         if bytes[pos + 1] != 1 || bytes[pos + 3] != 0 || expected_signature(code) != Some(ty) {
             return Err(bad(&format!("field {code} has the wrong type")));
         }
+        // Known codes are below 32 (expected_signature said so).
+        if seen & (1 << code) != 0 {
+            return Err(bad(&format!("field {code} appears twice")));
+        }
+        seen |= 1 << code;
         pos += 4;
         if ty == b'u' {
             if pos + 4 > end {
@@ -736,6 +752,49 @@ mod tests {
         assert!(stamp_changed(|b| b[1] = 4).is_ok());
         assert!(stamp_changed(|b| b[1] = 3).is_err());
         assert!(stamp_changed(|b| b[1] = 2).is_err());
+    }
+
+    #[test]
+    fn checked_refuses_what_restamp_never_writes() {
+        let ctx = Context::new(Endian::Little, 0);
+        let ok = |bytes: Vec<u8>| BusMessage::checked(Data::new(bytes, ctx)).is_ok();
+        let (out, _) = restamp(&call_bytes(Endian::Little), ":1.1").unwrap();
+        assert!(ok(out.clone()));
+        // The first field, PATH "/a/b", ends at 29: padding follows up to 32.
+        assert_eq!(out[16], field::PATH);
+        let mut bytes = out.clone();
+        bytes[29] = 1;
+        assert!(!ok(bytes));
+        // The padding between the header and the body.
+        let header_end = FIXED_HEADER_LEN + read_u32(Endian::Little, &out[12..16]) as usize;
+        if !header_end.is_multiple_of(8) {
+            let mut bytes = out.clone();
+            bytes[header_end] = 1;
+            assert!(!ok(bytes));
+        }
+        // A field that comes twice.
+        let signal = |fields: &[(u8, u8, &str)]| {
+            let mut bytes = vec![b'l', 4, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0];
+            for &(code, ty, text) in fields {
+                bytes.resize(bytes.len() + padding8(bytes.len()), 0);
+                bytes.extend_from_slice(&[code, 1, ty, 0]);
+                bytes.extend_from_slice(&(text.len() as u32).to_le_bytes());
+                bytes.extend_from_slice(text.as_bytes());
+                bytes.push(0);
+            }
+            let len = (bytes.len() - FIXED_HEADER_LEN) as u32;
+            bytes[12..16].copy_from_slice(&len.to_le_bytes());
+            bytes.resize(bytes.len() + padding8(bytes.len()), 0);
+            bytes
+        };
+        let once = [
+            (field::PATH, b'o', "/x"),
+            (field::INTERFACE, b's', "a.b"),
+            (field::MEMBER, b's', "C"),
+        ];
+        assert!(ok(signal(&once)));
+        let twice = [once[0], once[1], once[2], (field::MEMBER, b's', "D")];
+        assert!(!ok(signal(&twice)));
     }
 
     #[test]
