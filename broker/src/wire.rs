@@ -361,10 +361,6 @@ impl BusMessage {
         if body_offset > bytes.len() {
             return Err(bad("header overruns the message"));
         }
-        let header_end = FIXED_HEADER_LEN + read_u32(endian, &bytes[12..16]) as usize;
-        if bytes[header_end..body_offset].iter().any(|&b| b != 0) {
-            return Err(bad("padding after the header is not zero"));
-        }
         let flags = bytes[2];
         let msg = BusMessage {
             msg_type,
@@ -548,7 +544,15 @@ fn locate_fields(
         }
         pos = stop + 1;
     }
-    Ok((spans, end + padding8(end)))
+    let body_offset = end + padding8(end);
+    if validate
+        && bytes[end..body_offset.min(bytes.len())]
+            .iter()
+            .any(|&b| b != 0)
+    {
+        return Err(bad("padding after the header is not zero"));
+    }
+    Ok((spans, body_offset))
 }
 
 /// The facts about a message that routing needs, borrowed from its bytes.

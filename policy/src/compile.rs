@@ -14,8 +14,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use telbus_busconfig::{
-    Origin, PolicyContext, PolicySection, ReceiveRule, RuleKind, SendRule, lookup_group,
-    lookup_user,
+    MAXIMUM_MESSAGE_UNIX_FDS, Origin, PolicyContext, PolicySection, ReceiveRule, RuleKind,
+    SendRule, lookup_group, lookup_user,
 };
 
 use crate::index::{Entry, NameKey, PeerRules};
@@ -60,6 +60,37 @@ impl Compiled {
                 .then_some(Kind::Receive)
             }
             Compiled::Own { name, prefix, .. } => (!prefix && name == "*").then_some(Kind::Own),
+        }
+    }
+
+    /// An allow rule that matches everything of its kind (see `matches_everything`) and also
+    /// lets through unrequested replies, any number of descriptors, broadcasts or not.
+    fn allows_everything(&self) -> bool {
+        let all_fds = |min: u32, max: u32| min == 0 && max >= MAXIMUM_MESSAGE_UNIX_FDS;
+        self.matches_everything().is_some()
+            && match self {
+                Compiled::Send(e) => {
+                    let r = &e.rule;
+                    e.allow
+                        && r.broadcast.is_none()
+                        && all_fds(r.min_fds, r.max_fds)
+                        && (r.eavesdrop || !r.requested_reply)
+                }
+                Compiled::Receive(e) => {
+                    let r = &e.rule;
+                    e.allow && all_fds(r.min_fds, r.max_fds) && (r.eavesdrop || !r.requested_reply)
+                }
+                Compiled::Own { .. } => false,
+            }
+    }
+
+    /// A rule whose decision is more than a plain Allow: a deny, or an allow that logs or
+    /// wants polkit.
+    fn may_refuse(&self) -> bool {
+        match self {
+            Compiled::Send(e) => !e.allow || e.rule.log || e.rule.polkit_action.is_some(),
+            Compiled::Receive(e) => !e.allow,
+            Compiled::Own { .. } => false,
         }
     }
 
@@ -281,10 +312,17 @@ impl Policy {
         }
 
         let mut rules = PeerRules::default();
+        // Per kind (send, receive): some kept rule allows everything / may refuse. Rules that
+        // only ever allow everything decide the same for every message, so the bus need not
+        // ask them (the session bus's policy then costs nothing per message).
+        let mut allows_everything = [false; 3];
+        let mut may_refuse = [false; 3];
         for (position, rule) in selected.iter().enumerate() {
             if position < start[rule.kind() as usize] {
                 continue;
             }
+            allows_everything[rule.kind() as usize] |= rule.allows_everything();
+            may_refuse[rule.kind() as usize] |= rule.may_refuse();
             match rule {
                 Compiled::Send(entry) => {
                     let key = match (&entry.rule.destination, entry.rule.destination_is_prefix) {
@@ -317,7 +355,10 @@ impl Policy {
                 } => rules.own.push(*allow, origin.clone(), name, *prefix),
             }
         }
-        rules.note_permissive();
+        let permissive =
+            |kind: Kind| allows_everything[kind as usize] && !may_refuse[kind as usize];
+        rules.allows_every_send = permissive(Kind::Send);
+        rules.allows_every_receive = permissive(Kind::Receive);
         rules
     }
 

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 type Map<V> = HashMap<String, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
-use telbus_busconfig::{MAXIMUM_MESSAGE_UNIX_FDS, Origin, ReceiveRule, SendRule};
+use telbus_busconfig::{Origin, ReceiveRule, SendRule};
 
 use crate::matching::{has_name_prefix, name_prefixes};
 
@@ -290,47 +290,9 @@ pub(crate) struct PeerRules {
     pub send: NameIndex<SendRule>,
     pub receive: NameIndex<ReceiveRule>,
     pub own: OwnIndex,
-    /// Every send decision is a plain Allow (see [`PeerRules::note_permissive`]).
+    /// Every send decision is a plain Allow: no rule that refuses, logs or wants polkit, and
+    /// one that allows everything (the session bus's rules), so the bus need not ask them.
     pub allows_every_send: bool,
     /// Every receive decision on a message addressed to this connection is Allow.
     pub allows_every_receive: bool,
-}
-
-impl PeerRules {
-    /// Note whether the rules allow everything, as the session bus's do: no deny rule at all,
-    /// and an allow rule that matches any message, unrequested replies included. Such rules
-    /// decide the same for every message, so the bus need not ask them (a permissive policy
-    /// then costs nothing per message). Rules that log or want polkit are asked all the same.
-    pub fn note_permissive(&mut self) {
-        let full_fds = |min: u32, max: u32| min == 0 && max >= MAXIMUM_MESSAGE_UNIX_FDS;
-        let send = &self.send.entries;
-        self.allows_every_send = send
-            .iter()
-            .all(|e| e.allow && !e.rule.log && e.rule.polkit_action.is_none())
-            && send.iter().any(|e| {
-                let r = &e.rule;
-                r.msg_type.is_none()
-                    && r.path.is_none()
-                    && r.interface.is_none()
-                    && r.member.is_none()
-                    && r.error.is_none()
-                    && r.destination.is_none()
-                    && r.broadcast.is_none()
-                    && full_fds(r.min_fds, r.max_fds)
-                    && (r.eavesdrop || !r.requested_reply)
-            });
-        let receive = &self.receive.entries;
-        self.allows_every_receive = receive.iter().all(|e| e.allow)
-            && receive.iter().any(|e| {
-                let r = &e.rule;
-                r.msg_type.is_none()
-                    && r.path.is_none()
-                    && r.interface.is_none()
-                    && r.member.is_none()
-                    && r.error.is_none()
-                    && r.sender.is_none()
-                    && full_fds(r.min_fds, r.max_fds)
-                    && (r.eavesdrop || !r.requested_reply)
-            });
-    }
 }

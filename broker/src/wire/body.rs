@@ -551,32 +551,19 @@ mod tests {
             self.bytes.extend_from_slice(bytes);
             self
         }
+        /// A number of `N` bytes, aligned to `N`, in the body's byte order.
+        fn number<const N: usize>(&mut self, little: [u8; N], big: [u8; N]) -> &mut Self {
+            self.pad(N);
+            self.raw(&if self.big { big } else { little })
+        }
         fn u16(&mut self, value: u16) -> &mut Self {
-            self.pad(2);
-            let bytes = if self.big {
-                value.to_be_bytes()
-            } else {
-                value.to_le_bytes()
-            };
-            self.raw(&bytes)
+            self.number(value.to_le_bytes(), value.to_be_bytes())
         }
         fn u32(&mut self, value: u32) -> &mut Self {
-            self.pad(4);
-            let bytes = if self.big {
-                value.to_be_bytes()
-            } else {
-                value.to_le_bytes()
-            };
-            self.raw(&bytes)
+            self.number(value.to_le_bytes(), value.to_be_bytes())
         }
         fn u64(&mut self, value: u64) -> &mut Self {
-            self.pad(8);
-            let bytes = if self.big {
-                value.to_be_bytes()
-            } else {
-                value.to_le_bytes()
-            };
-            self.raw(&bytes)
+            self.number(value.to_le_bytes(), value.to_be_bytes())
         }
         /// A string or path with these bytes.
         fn s(&mut self, bytes: &[u8]) -> &mut Self {
