@@ -156,6 +156,12 @@ pub struct Bus {
     pub quotas: crate::quota::UserQuotas,
     /// The listeners are not watched: max_incomplete_connections is reached.
     accept_paused: bool,
+    /// How many connections are in each stage, for the connection limits.
+    pub census: crate::census::Census,
+    /// Connections that must finish authenticating by then (auth_timeout).
+    auth_deadlines: crate::census::Deadlines,
+    /// Connections whose descriptors must have their message by then (pending_fd_timeout).
+    fd_deadlines: crate::census::Deadlines,
     /// The connection whose message is being routed, and that message's bytes (by address):
     /// the copies of it that are queued are charged to that connection's user.
     dispatching: Option<Dispatching>,
@@ -228,6 +234,9 @@ impl Bus {
             stats_serial: 0,
             quotas: Default::default(),
             accept_paused: false,
+            census: Default::default(),
+            auth_deadlines: Default::default(),
+            fd_deadlines: Default::default(),
             dispatching: None,
             telaf: None,
             polkit: Default::default(),
@@ -349,11 +358,9 @@ impl Bus {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let auth = self.peers.values().filter_map(|p| p.auth_deadline).min();
-        let fds = self.peers.values().filter_map(|p| p.fd_deadline).min();
         [
-            auth,
-            fds,
+            self.auth_deadlines.next(),
+            self.fd_deadlines.next(),
             self.replies.next_deadline(),
             self.activation.next_deadline(),
         ]
@@ -381,12 +388,14 @@ impl Bus {
         }
     }
 
-    /// Connections that have not said Hello yet (dbus-daemon's "incomplete" ones).
-    fn incomplete_connections(&self) -> u64 {
-        self.peers
-            .values()
-            .filter(|p| matches!(p.phase, Phase::Auth(_) | Phase::Unregistered))
-            .count() as u64
+    /// Move a connection to its next stage, keeping the census.
+    pub fn set_phase(&mut self, id: ConnId, phase: Phase) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        self.census.leave(&peer.phase, peer.creds.uid);
+        self.census.enter(&phase, peer.creds.uid);
+        peer.phase = phase;
     }
 
     /// As dbus-daemon: while max_incomplete_connections connections have not said Hello, the
@@ -394,7 +403,7 @@ impl Bus {
     /// connections cannot exhaust it; connected clients are not affected.
     fn pause_or_resume_accepting(&mut self) {
         let max = self.config.limits.max_incomplete_connections;
-        let full = self.incomplete_connections() >= max;
+        let full = self.census.incomplete() >= max;
         if full == self.accept_paused {
             return;
         }
@@ -418,7 +427,7 @@ impl Bus {
     }
 
     fn accept_one(&mut self, index: usize) {
-        let incomplete = self.incomplete_connections();
+        let incomplete = self.census.incomplete();
         loop {
             if self.accept_paused || incomplete >= self.config.limits.max_incomplete_connections {
                 self.pause_or_resume_accepting();
@@ -465,7 +474,7 @@ impl Bus {
                 unix_fds: false,
                 inbuf: InBuffer::default(),
                 out: OutQueue::default(),
-                auth_deadline: Some(Instant::now() + self.config.limits.auth_timeout),
+                auth_deadline: None,
                 fd_deadline: None,
                 readable: true,
                 stats: PeerStats::default(),
@@ -476,6 +485,11 @@ impl Bus {
                 hangup_reported: false,
             };
             debug!("connection {id} accepted ({})", peer.loginfo());
+            let mut peer = peer;
+            self.census.enter(&peer.phase, peer.creds.uid);
+            let deadline = Instant::now() + self.config.limits.auth_timeout;
+            self.auth_deadlines
+                .set(id, &mut peer.auth_deadline, Some(deadline));
             self.peers.insert(id, peer);
             self.ready.push_back(id);
             // One per turn: the listener is level-triggered, so epoll reports it again while
@@ -620,11 +634,12 @@ impl Bus {
                 Ok(ReadOutcome::WouldBlock) => {
                     peer.readable = false;
                     peer.inbuf.shrink();
-                    peer.fd_deadline = match peer.fd_deadline {
+                    let deadline = match peer.fd_deadline {
                         _ if peer.inbuf.fds.is_empty() => None,
                         Some(at) => Some(at),
                         None => Some(Instant::now() + self.config.limits.pending_fd_timeout),
                     };
+                    self.fd_deadlines.set(id, &mut peer.fd_deadline, deadline);
                     return;
                 }
                 Ok(ReadOutcome::Closed) => {
@@ -666,10 +681,10 @@ impl Bus {
             return;
         };
         peer.policy = self.enforce_policy.then_some(policy);
-        peer.phase = Phase::Unregistered;
         peer.unix_fds = unix_fds;
-        peer.auth_deadline = None;
+        self.auth_deadlines.set(id, &mut peer.auth_deadline, None);
         debug!("connection {id} authenticated ({})", peer.loginfo());
+        self.set_phase(id, Phase::Unregistered);
     }
 
     /// Close a connection at the end of this turn, after what is queued for others went out.
@@ -691,6 +706,9 @@ impl Bus {
         let Some(mut peer) = self.peers.remove(&id) else {
             return;
         };
+        self.census.leave(&peer.phase, peer.creds.uid);
+        self.auth_deadlines.set(id, &mut peer.auth_deadline, None);
+        self.fd_deadlines.set(id, &mut peer.fd_deadline, None);
         // Last chance for what is queued to it (e.g. the error that explains why).
         let _ = peer.out.flush(peer.fd.as_fd());
         peer.out.discard();
@@ -736,22 +754,10 @@ impl Bus {
 
     fn expire_timers(&mut self) {
         let now = Instant::now();
-        let late: Vec<ConnId> = self
-            .peers
-            .values()
-            .filter(|p| p.auth_deadline.is_some_and(|at| at <= now))
-            .map(|p| p.id)
-            .collect();
-        for id in late {
+        for id in self.auth_deadlines.expired(now) {
             self.doom(id, "authentication timed out".into());
         }
-        let late: Vec<ConnId> = self
-            .peers
-            .values()
-            .filter(|p| p.fd_deadline.is_some_and(|at| at <= now))
-            .map(|p| p.id)
-            .collect();
-        for id in late {
+        for id in self.fd_deadlines.expired(now) {
             let timeout = self.config.limits.pending_fd_timeout.as_millis();
             self.doom(
                 id,

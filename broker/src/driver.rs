@@ -399,10 +399,8 @@ impl Bus {
         let uid = peer.creds.uid;
         // As in dbus-daemon, the connection limits apply to registered connections and are
         // checked here: a refused Hello leaves the connection open, and it may try again.
-        let registered = |p: &&crate::bus::Peer| matches!(p.phase, Phase::Active | Phase::Monitor);
         let limits = &self.config.limits;
-        let completed = self.peers.values().filter(registered).count() as u64;
-        if completed >= limits.max_completed_connections {
+        if self.census.completed() >= limits.max_completed_connections {
             let text = "The maximum number of active connections has been reached";
             warn!(
                 "{text} (max_completed_connections={})",
@@ -410,26 +408,19 @@ impl Bus {
             );
             return Err(err(LIMITS_EXCEEDED, text));
         }
-        if let Some(uid) = uid {
-            let same_user = self
-                .peers
-                .values()
-                .filter(registered)
-                .filter(|p| p.creds.uid == Some(uid))
-                .count() as u64;
-            if same_user >= limits.max_connections_per_user {
-                let text = format!(
-                    "The maximum number of active connections for UID {uid} has been reached"
-                );
-                warn!(
-                    "{text} (max_connections_per_user={})",
-                    limits.max_connections_per_user
-                );
-                return Err(err(LIMITS_EXCEEDED, text));
-            }
+        if let Some(uid) = uid
+            && self.census.completed_of(uid) >= limits.max_connections_per_user
+        {
+            let text =
+                format!("The maximum number of active connections for UID {uid} has been reached");
+            warn!(
+                "{text} (max_connections_per_user={})",
+                limits.max_connections_per_user
+            );
+            return Err(err(LIMITS_EXCEEDED, text));
         }
-        let peer = self.peers.get_mut(&from).expect("caller exists");
-        peer.phase = Phase::Active;
+        self.set_phase(from, Phase::Active);
+        let peer = &self.peers[&from];
         let name = peer.unique_name();
         debug!("{name} connected ({})", peer.loginfo());
         Ok(name)

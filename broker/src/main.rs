@@ -3,6 +3,7 @@
 mod access;
 mod activation;
 mod bus;
+mod census;
 mod cli;
 mod daemon;
 mod driver;

@@ -66,8 +66,8 @@ impl Bus {
             self.monitors.rules.add(from, rule);
         }
         self.monitors.count += 1;
-        if let Some(peer) = self.peers.get_mut(&from) {
-            peer.phase = Phase::Monitor;
+        self.set_phase(from, Phase::Monitor);
+        if let Some(peer) = self.peers.get(&from) {
             info!("{me} ({}) became a monitor", peer.loginfo());
         }
         Ok(())

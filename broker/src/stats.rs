@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use zbus::wire::Variant as Value;
 
 use crate::ConnId;
-use crate::bus::{Bus, Phase, unique_name};
+use crate::bus::{Bus, unique_name};
 use crate::driver::DriverError;
 
 /// When the bus started, for the `StartTime` key (seconds since the Unix epoch): tools show
@@ -55,12 +55,8 @@ impl Bus {
 
     pub fn get_stats(&mut self) -> HashMap<&'static str, Value<'static>> {
         let serial = self.next_stats_serial();
-        let incomplete = self
-            .peers
-            .values()
-            .filter(|p| matches!(p.phase, Phase::Auth(_) | Phase::Unregistered))
-            .count();
-        let active = self.peers.len() - incomplete;
+        let incomplete = self.census.incomplete() as usize;
+        let active = self.census.completed() as usize;
         let u = |n: usize| Value::from(n.min(u32::MAX as usize) as u32);
         HashMap::from([
             ("Serial", Value::from(serial)),
