@@ -29,7 +29,8 @@ and prints a table of the results with the ratio telbusd/other.
                   without <policy> checks, the baseline of the policy-cost table;
                   telbusd-syspolicy: telbusd with this machine's system-bus policy;
                   telbusd-bindings: telbusd with 1,000 TelAF bindings loaded)
-  --workloads LIST  workloads to run, of round-trip,pipelined,pairs,fan-out,connections,memory
+  --workloads LIST  workloads to run, of round-trip,pipelined,pairs,fan-out,connections,crowded,
+                  memory
                   (e.g. only pipelined, to profile a broker started through a --telbusd wrapper)
   --seconds S     length of each throughput workload (default 1)
   --rounds N      rounds over all brokers; each figure is the best of them (default 3)
@@ -51,12 +52,19 @@ struct Metric {
     better: Better,
 }
 
+/// Clients connecting at once in the connections workload. Each waits for two round trips (the
+/// SASL OK, the Hello reply), so with only as many clients as cores the broker idled between
+/// them (about a quarter of a core, the same for every broker) and the figure measured wake-up
+/// latency more than the broker; four keep it busy.
+const CONNECTING_THREADS: usize = 4;
+
 const WORKLOADS: &[&str] = &[
     "round-trip",
     "pipelined",
     "pairs",
     "fan-out",
     "connections",
+    "crowded",
     "memory",
 ];
 
@@ -126,6 +134,18 @@ const METRICS: &[Metric] = &[
         label: "broker CPU use, connecting (1 = a core)",
         unit: "",
         better: Better::Neither,
+    },
+    Metric {
+        key: "crowded_round_trip_median_us",
+        label: "round trip median, 1000 idle connections open",
+        unit: "µs",
+        better: Better::Lower,
+    },
+    Metric {
+        key: "crowded_pipelined_calls_per_s",
+        label: "pipelined calls, 1000 idle connections open",
+        unit: "calls/s",
+        better: Better::Higher,
     },
     Metric {
         key: "idle_connection_kib",
@@ -269,6 +289,7 @@ fn main() {
         extra_rules: 1000,
         idle_connections: 2000,
         rules_per_idle_connection: 5,
+        crowd: 1000,
     };
     let mut brokers = Vec::new();
     let mut missing = Vec::new();
@@ -405,13 +426,31 @@ fn run_broker(broker: Broker, settings: &Settings, workloads: &[String]) -> Colu
         step("fan-out", &mut column, r);
     }
     if selected("connections") {
-        let r = workloads::connections(&socket, pid, 2, settings.duration).map(|(rate, load)| {
-            column.values.push(("connections_per_s", rate));
-            if let Some(load) = load {
-                column.values.push(("connections_broker_load", load));
-            }
-        });
+        let r = workloads::connections(&socket, pid, CONNECTING_THREADS, settings.duration).map(
+            |(rate, load)| {
+                column.values.push(("connections_per_s", rate));
+                if let Some(load) = load {
+                    column.values.push(("connections_broker_load", load));
+                }
+            },
+        );
         step("connections", &mut column, r);
+    }
+    if selected("crowded") {
+        let r = workloads::idle_crowd(&socket, settings.crowd).and_then(|crowd| {
+            let rt = workloads::round_trip(&socket, settings)?;
+            let depth = settings.pipeline_depth;
+            let t = workloads::pipelined(&socket, pid, 1, depth, settings.duration)?;
+            drop(crowd);
+            column
+                .values
+                .push(("crowded_round_trip_median_us", micros(rt.median)));
+            column
+                .values
+                .push(("crowded_pipelined_calls_per_s", t.calls_per_second));
+            Ok(())
+        });
+        step("crowded", &mut column, r);
     }
     if selected("memory") {
         // On a broker of its own: one that has just served the other workloads has memory

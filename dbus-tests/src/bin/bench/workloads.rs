@@ -31,6 +31,8 @@ pub struct Settings {
     pub extra_rules: usize,
     pub idle_connections: usize,
     pub rules_per_idle_connection: usize,
+    /// Idle connections open beside the crowded workloads' callers.
+    pub crowd: usize,
 }
 
 /// A service thread: answers every `Ping` with an empty reply until it gets `Stop`.
@@ -377,6 +379,12 @@ pub fn connections(
 }
 
 /// Resident memory the broker gains per idle connection that holds `rules` match rules.
+/// `count` connections that said Hello and then do nothing: a broker's work per message must
+/// not grow with the connections it holds (a desktop session has hundreds).
+pub fn idle_crowd(socket: &Path, count: usize) -> io::Result<Vec<Client>> {
+    (0..count).map(|_| Client::connect(socket)).collect()
+}
+
 pub fn memory_per_connection(
     socket: &Path,
     broker_pid: u32,
