@@ -465,7 +465,7 @@ impl Bus {
                 })
             };
             let sasl = Sasl::new(auth, accepted.credentials.uid);
-            let peer = Peer {
+            let mut peer = Peer {
                 id,
                 unique: unique_name(id),
                 fd: accepted.fd,
@@ -485,7 +485,6 @@ impl Bus {
                 hangup_reported: false,
             };
             debug!("connection {id} accepted ({})", peer.loginfo());
-            let mut peer = peer;
             self.census.enter(&peer.phase, peer.creds.uid);
             let deadline = Instant::now() + self.config.limits.auth_timeout;
             self.auth_deadlines
@@ -730,7 +729,12 @@ impl Bus {
                 peer.loginfo()
             );
         }
+        // The peer is gone from `peers`: its user's totals are changed here, not through
+        // `count_rules`/`count_claims`, which look the user up.
+        let user = peer.quota_user();
         drop(peer);
+        self.census
+            .rules_changed(user, self.matches.rule_count(id), 0);
         self.matches.remove_owner(id);
         for key in self.replies.remove_connection(id) {
             self.send_error_to_caller(
@@ -742,6 +746,7 @@ impl Bus {
         self.monitor_gone(id);
         self.telaf_gone(id);
         self.polkit.forget(id);
+        self.census.names_changed(user, self.names.claims_of(id), 0);
         for change in self.names.remove_connection(id) {
             self.announce_owner_change(change);
         }

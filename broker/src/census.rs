@@ -1,7 +1,8 @@
 //! What the connection limits and timeouts need to know about all connections, kept up to date
 //! as connections arrive, move on and leave, instead of counted by walking every connection:
-//! the event loop asks for the next deadline on every turn, and every accept and Hello checks
-//! a limit, so a walk there cost time in proportion to the connections open.
+//! the event loop asks for the next deadline on every turn, and every accept, Hello,
+//! RequestName and AddMatch checks a limit, so a walk there cost time in proportion to the
+//! connections open.
 
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -12,12 +13,17 @@ use crate::ConnId;
 use crate::bus::Phase;
 
 /// How many connections are in each stage (dbus-daemon's "incomplete" ones have not said
-/// Hello yet; "completed" ones have), and the completed ones per user.
+/// Hello yet; "completed" ones have), the completed ones per user, and the names and match
+/// rules each user's connections hold.
 #[derive(Default)]
 pub struct Census {
     incomplete: u64,
     completed: u64,
     completed_per_uid: IdMap<u32, u64>,
+    /// Names owned or queued for, per user (max_names_per_user).
+    names_per_user: IdMap<u32, usize>,
+    /// Match rules, per user (max_match_rules_per_user).
+    rules_per_user: IdMap<u32, usize>,
 }
 
 impl Census {
@@ -34,6 +40,26 @@ impl Census {
     /// Completed connections of one user (max_connections_per_user).
     pub fn completed_of(&self, uid: u32) -> u64 {
         self.completed_per_uid.get(&uid).copied().unwrap_or(0)
+    }
+
+    /// Names the connections of `user` own or wait for.
+    pub fn names_of(&self, user: u32) -> usize {
+        self.names_per_user.get(&user).copied().unwrap_or(0)
+    }
+
+    /// Match rules the connections of `user` hold.
+    pub fn rules_of(&self, user: u32) -> usize {
+        self.rules_per_user.get(&user).copied().unwrap_or(0)
+    }
+
+    /// One connection of `user` went from `before` names (owned or queued for) to `after`.
+    pub fn names_changed(&mut self, user: u32, before: usize, after: usize) {
+        change_total(&mut self.names_per_user, user, before, after);
+    }
+
+    /// One connection of `user` went from `before` match rules to `after`.
+    pub fn rules_changed(&mut self, user: u32, before: usize, after: usize) {
+        change_total(&mut self.rules_per_user, user, before, after);
     }
 
     /// A connection of user `uid` entered `phase` (from nothing: it was just accepted).
@@ -63,6 +89,19 @@ impl Census {
         } else {
             self.incomplete -= 1;
         }
+    }
+}
+
+/// `user`'s total, one of whose connections went from `before` to `after`.
+fn change_total(totals: &mut IdMap<u32, usize>, user: u32, before: usize, after: usize) {
+    if before == after {
+        return;
+    }
+    let total = totals.entry(user).or_default();
+    // The connection's `before` is part of the total.
+    *total = *total - before + after;
+    if *total == 0 {
+        totals.remove(&user);
     }
 }
 
@@ -157,5 +196,27 @@ mod tests {
         census.leave(&Phase::Active, Some(1000));
         assert_eq!((census.incomplete(), census.completed()), (0, 0));
         assert!(census.completed_per_uid.is_empty());
+    }
+
+    #[test]
+    fn a_users_names_and_rules_are_the_sum_over_its_connections() {
+        let mut census = Census::default();
+        // Two connections of user 1000 take 2 and 3 names; one of user 0 takes 1.
+        census.names_changed(1000, 0, 2);
+        census.names_changed(1000, 0, 3);
+        census.names_changed(0, 0, 1);
+        assert_eq!((census.names_of(1000), census.names_of(0)), (5, 1));
+        // One gives a name back, then the other leaves with its 3.
+        census.names_changed(1000, 2, 1);
+        census.names_changed(1000, 3, 0);
+        assert_eq!(census.names_of(1000), 1);
+        census.names_changed(1000, 1, 0);
+        assert_eq!(census.names_of(1000), 0);
+        assert!(!census.names_per_user.contains_key(&1000));
+        // Rules are counted apart from names.
+        census.rules_changed(1000, 0, 4);
+        assert_eq!((census.rules_of(1000), census.names_of(1000)), (4, 0));
+        census.rules_changed(1000, 4, 0);
+        assert!(census.rules_per_user.is_empty());
     }
 }

@@ -479,14 +479,22 @@ impl Bus {
         }
         let user = self.user_of(from);
         let limit = self.config.limits.max_names_per_user;
-        if !already && self.user_total(user, |id| self.names.claims_of(id)) as u64 >= limit {
+        if !already && self.census.names_of(user) as u64 >= limit {
             let text = format!(
                 "Connection \"{me}\" is not allowed to own more services: the connections of UID {user} own or wait for {limit} (increase limits in configuration file if required; max_names_per_user={limit})"
             );
             warn!("{text}");
             return Err(err(LIMITS_EXCEEDED, text));
         }
+        // A request changes the caller's claims, and those of the owner it may replace.
+        let owner = self.names.owner(name).filter(|&owner| owner != from);
+        let owner_claims = owner.map(|owner| (owner, self.names.claims_of(owner)));
+        let claims = self.names.claims_of(from);
         let (code, change) = self.names.request(name, from, flags);
+        self.count_claims(from, claims);
+        if let Some((owner, claims)) = owner_claims {
+            self.count_claims(owner, claims);
+        }
         self.note_peaks(from);
         if let Some(change) = change {
             self.announce_owner_change(change);
@@ -516,11 +524,29 @@ impl Bus {
                 format!("Cannot release the {DRIVER} service because it is owned by the bus"),
             ));
         }
+        let claims = self.names.claims_of(from);
         let (code, change) = self.names.release(name, from);
+        // (A queued connection promoted to owner keeps its count: a claim either way.)
+        self.count_claims(from, claims);
         if let Some(change) = change {
             self.announce_owner_change(change);
         }
         Ok(code)
+    }
+
+    /// `conn` had `before` names (owned or queued for) and may have others now: its user's
+    /// total follows.
+    pub fn count_claims(&mut self, conn: ConnId, before: usize) {
+        let after = self.names.claims_of(conn);
+        let user = self.user_of(conn);
+        self.census.names_changed(user, before, after);
+    }
+
+    /// `conn` had `before` match rules and may have others now: its user's total follows.
+    pub fn count_rules(&mut self, conn: ConnId, before: usize) {
+        let after = self.matches.rule_count(conn);
+        let user = self.user_of(conn);
+        self.census.rules_changed(user, before, after);
     }
 
     /// The unique name that owns `name` (itself for an active unique name; the bus for its own).
@@ -611,7 +637,7 @@ impl Bus {
         }
         let user = self.user_of(from);
         let limit = self.config.limits.max_match_rules_per_user;
-        if self.user_total(user, |id| self.matches.rule_count(id)) as u64 >= limit {
+        if self.census.rules_of(user) as u64 >= limit {
             let text = format!(
                 "Connection \"{}\" is not allowed to add more match rules: the connections of UID {user} have {limit} (increase limits in configuration file if required; max_match_rules_per_user={limit})",
                 unique_name(from)
@@ -619,7 +645,9 @@ impl Bus {
             warn!("{text}");
             return Err(err(LIMITS_EXCEEDED, text));
         }
+        let rules = self.matches.rule_count(from);
         self.matches.add(from, rule);
+        self.count_rules(from, rules);
         self.note_peaks(from);
         Ok(())
     }
@@ -631,20 +659,12 @@ impl Bus {
             .map_or(crate::quota::BUS_ACTOR, |p| p.quota_user())
     }
 
-    /// `count` summed over the connections of `user`. Counted when asked (only RequestName and
-    /// AddMatch ask), so it is exact whatever adds, removes or disconnects happened since.
-    pub fn user_total(&self, user: u32, count: impl Fn(ConnId) -> usize) -> usize {
-        self.peers
-            .values()
-            .filter(|p| p.quota_user() == user)
-            .map(|p| count(p.id))
-            .sum()
-    }
-
     fn remove_match(&mut self, from: ConnId, text: &str) -> Result<(), DriverError> {
         let rule = MatchRule::parse(text)
             .map_err(|e| err("org.freedesktop.DBus.Error.MatchRuleInvalid", e.to_string()))?;
+        let rules = self.matches.rule_count(from);
         if self.matches.remove(from, &rule) {
+            self.count_rules(from, rules);
             Ok(())
         } else {
             Err(err(

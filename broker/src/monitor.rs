@@ -50,6 +50,7 @@ impl Bus {
         }
         // Give up every name, then the unique name itself, as dbus-daemon does.
         let owned: Vec<String> = self.names.owned_by(from).map(str::to_string).collect();
+        let claims = self.names.claims_of(from);
         for name in owned {
             let (_, change) = self.names.release(&name, from);
             if let Some(change) = change {
@@ -57,11 +58,14 @@ impl Bus {
             }
         }
         let queued = self.names.remove_connection(from);
+        self.count_claims(from, claims);
         debug_assert!(queued.is_empty(), "only queue entries were left");
         let me = unique_name(from);
         self.send_name_lost_of_unique(from, &me);
         self.emit_name_owner_changed(&me, Some(&me), None);
+        let rules = self.matches.rule_count(from);
         self.matches.remove_owner(from);
+        self.count_rules(from, rules);
         for rule in parsed {
             self.monitors.rules.add(from, rule);
         }

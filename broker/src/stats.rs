@@ -97,10 +97,10 @@ impl Bus {
                 .entry("Connections")
                 .or_default() += 1;
         }
-        for peer in self.peers.values() {
-            let figures = users.entry(peer.quota_user()).or_default();
-            *figures.entry("Names").or_default() += u(self.names.claims_of(peer.id));
-            *figures.entry("MatchRules").or_default() += u(self.matches.rule_count(peer.id));
+        // The totals the per-user limits use, so that what GetStats shows is what they test.
+        for (&uid, figures) in users.iter_mut() {
+            figures.insert("Names", u(self.census.names_of(uid)));
+            figures.insert("MatchRules", u(self.census.rules_of(uid)));
         }
         for (uid, n) in self.replies.users() {
             users.entry(uid).or_default().insert("PendingReplies", u(n));
